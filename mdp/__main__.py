@@ -1,0 +1,3 @@
+from mdp.cli import main
+
+main()

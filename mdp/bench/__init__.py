@@ -1,0 +1,71 @@
+"""`mdp bench`: measured numbers and ratios, printed as one JSON document (DESIGN §5)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from mdp.database import connect, create_database, prepare, with_database
+from mdp.embedded import EmbeddedPostgres
+from mdp.settings import Settings
+
+BENCH_DATABASE = "mdp_bench"
+
+
+@contextmanager
+def bench_database(settings: Settings) -> Iterator[str]:
+    """A migrated database of its own (`mdp_bench`) on the configured or the embedded server."""
+    embedded: EmbeddedPostgres | None = None
+    if settings.database_url:
+        create_database(settings.database_url, BENCH_DATABASE)
+        url = with_database(settings.database_url, BENCH_DATABASE)
+    else:
+        embedded = EmbeddedPostgres(settings.data_dir / "postgres")
+        embedded.start()
+        url = embedded.database(BENCH_DATABASE)
+    try:
+        prepare(url, settings.symbol_list)
+        yield url
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def machine(url: str) -> dict[str, Any]:
+    with connect(url) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "memory_gib": round(memory / 2**30, 1),
+        "python": platform.python_version(),
+        "postgres": row[0] if row else None,
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def run_benchmarks(suites: list[str], settings: Settings, **options: Any) -> int:
+    from mdp.bench.ingest import bench_ingest
+
+    available: dict[str, Callable[..., dict[str, Any]]] = {"ingest": bench_ingest}
+    with bench_database(settings) as url:
+        report: dict[str, Any] = {"machine": machine(url)}
+        for suite in dict.fromkeys(suites):
+            report[suite] = available[suite](url, settings, **options)
+    print(json.dumps(report, indent=2))
+    return 0

@@ -1,0 +1,123 @@
+"""Ingest benchmark: HTTP batches end to end vs a raw COPY of the same rows; single ticks vs the
+same server's liveness probe."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import random
+import secrets
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from mdp.bench.load import request_bytes, run_load
+from mdp.database import connect
+from mdp.processes import api_server
+from mdp.settings import Settings
+from serving.inbox import COPY_TYPES, INBOX_COLUMNS
+
+BATCH_SIZE = 5_000
+BATCH_CONCURRENCY = 4
+TICK_CONCURRENCY = 32
+
+
+def synthetic_ticks(count: int, symbols: list[str], prefix: str) -> list[dict[str, Any]]:
+    rng = random.Random(7)
+    start = datetime.now(UTC) - timedelta(hours=1)
+    return [
+        {
+            "symbol": rng.choice(symbols),
+            "price": round(rng.uniform(10, 500), 4),
+            "volume": rng.randint(1, 1000),
+            "ts": (start + timedelta(microseconds=i * 1000)).isoformat().replace("+00:00", "Z"),
+            "source": "BENCH",
+            "event_id": f"{prefix}-{i}",
+        }
+        for i in range(count)
+    ]
+
+
+def copy_reference(url: str, ticks: list[dict[str, Any]]) -> float:
+    """rows/s of one binary COPY of the rows into a table shaped like trade_inbox."""
+    rows = [
+        (
+            t["symbol"],
+            datetime.fromisoformat(t["ts"]),
+            float(t["price"]),
+            float(t["volume"]),
+            t["source"],
+            t["event_id"],
+        )
+        for t in ticks
+    ]
+    with connect(url) as conn:
+        conn.execute("DROP TABLE IF EXISTS bench_copy")
+        conn.execute("CREATE TABLE bench_copy (LIKE trade_inbox INCLUDING ALL)")
+        conn.commit()
+        started = time.perf_counter()
+        with conn.cursor().copy(
+            f"COPY bench_copy ({INBOX_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(COPY_TYPES)
+            for row in rows:
+                copy.write_row(row)
+        conn.commit()
+        seconds = time.perf_counter() - started
+        conn.execute("DROP TABLE bench_copy")
+    return len(rows) / seconds
+
+
+def bench_ingest(url: str, settings: Settings, *, rows: int, **_: Any) -> dict[str, Any]:
+    password = secrets.token_urlsafe(12)
+    auth = "Basic " + base64.b64encode(f"bench:{password}".encode()).decode()
+    env = {"DATABASE_URL": url, "INGEST_USERNAME": "bench", "INGEST_PASSWORD": password}
+    symbols = settings.symbol_list
+    ticks = synthetic_ticks(rows, symbols, prefix=secrets.token_hex(4))
+    with connect(url) as conn:
+        conn.execute("TRUNCATE trade_inbox")
+
+    copy_rows_per_s = copy_reference(url, ticks)
+    with api_server(env) as api:
+        headers = {"Authorization": auth, "Content-Type": "application/json"}
+        bodies = [orjson.dumps(ticks[i : i + BATCH_SIZE]) for i in range(0, len(ticks), BATCH_SIZE)]
+        requests = [request_bytes(api, "POST", "/ingest/ticks", b, headers) for b in bodies]
+        batches = asyncio.run(
+            run_load(api, requests.__getitem__, total=len(requests), concurrency=BATCH_CONCURRENCY)
+        )
+        http_rows_per_s = len(ticks) / batches.seconds
+
+        singles = [
+            request_bytes(api, "POST", "/ingest/tick", orjson.dumps(t), headers)
+            for t in synthetic_ticks(20_000, symbols, prefix=secrets.token_hex(4))
+        ]
+        tick_load = asyncio.run(
+            run_load(api, singles.__getitem__, total=len(singles), concurrency=TICK_CONCURRENCY)
+        )
+        probe = request_bytes(api, "GET", "/health/liveness")
+        liveness = asyncio.run(
+            run_load(api, lambda _: probe, total=len(singles), concurrency=TICK_CONCURRENCY)
+        )
+    with connect(url) as conn:
+        stored = conn.execute("SELECT count(*) FROM trade_inbox").fetchone()
+        conn.execute("TRUNCATE trade_inbox")
+    return {
+        "batch": {
+            "rows": len(ticks),
+            "batch_size": BATCH_SIZE,
+            "concurrency": BATCH_CONCURRENCY,
+            "http_rows_per_s": round(http_rows_per_s),
+            "copy_rows_per_s": round(copy_rows_per_s),
+            "ratio": round(http_rows_per_s / copy_rows_per_s, 3),
+            "latency": batches.summary(),
+        },
+        "single_tick": {
+            "concurrency": TICK_CONCURRENCY,
+            "tick": tick_load.summary(),
+            "liveness": liveness.summary(),
+            "ratio": round(tick_load.per_second / liveness.per_second, 3),
+        },
+        "rows_stored": stored[0] if stored else 0,
+    }

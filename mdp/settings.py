@@ -1,0 +1,45 @@
+"""The platform's one settings object, read from the environment (DESIGN §3.3)."""
+
+from __future__ import annotations
+
+from datetime import date
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SYMBOLS = "AAPL,GOOGL,MSFT,TSLA,AMZN"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore")
+
+    database_url: str | None = None
+    dagster_home: Path | None = None
+    ingest_username: str | None = None
+    ingest_password: SecretStr | None = None
+    ingestion_interval_seconds: float = Field(default=10.0, gt=0)
+    symbols: str = DEFAULT_SYMBOLS
+    partitions_start_date: date = date(2024, 1, 1)
+    lake_dir: Path = Path("data/lake")
+    api_url: str = "http://127.0.0.1:8000"
+
+    data_dir: Path = Field(default=Path("data"), validation_alias="MDP_DATA_DIR")
+    ingest_max_body_bytes: int = Field(
+        default=10 * 1024 * 1024, gt=0, validation_alias="MDP_INGEST_MAX_BODY_BYTES"
+    )
+    dev_no_auth: bool = Field(default=False, validation_alias="MDP_DEV_NO_AUTH")
+
+    @property
+    def symbol_list(self) -> list[str]:
+        return [s.strip() for s in self.symbols.split(",") if s.strip()]
+
+    @property
+    def stale_threshold_seconds(self) -> float:
+        return 3 * self.ingestion_interval_seconds
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

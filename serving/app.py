@@ -1,0 +1,70 @@
+"""The FastAPI application: settings, the pool and the inbox writer live for the app's lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+
+from fastapi import FastAPI
+
+from mdp.database import migration_ids
+from mdp.settings import Settings, get_settings
+from serving.db import make_pool
+from serving.errors import DATABASE_UNAVAILABLE, install_error_handlers
+from serving.inbox import InboxWriter
+from serving.routers import health, ingest
+from serving.symbols import SymbolRegistry
+
+log = logging.getLogger(__name__)
+
+
+class MissingCredentials(RuntimeError):
+    pass
+
+
+def check_credentials(settings: Settings) -> None:
+    if settings.dev_no_auth:
+        log.warning("MDP_DEV_NO_AUTH is set: ingest accepts unauthenticated requests")
+        return
+    if not settings.ingest_username or not settings.ingest_password:
+        raise MissingCredentials(
+            "INGEST_USERNAME and INGEST_PASSWORD must be set "
+            "(or MDP_DEV_NO_AUTH=1 for an unauthenticated development server)"
+        )
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    pool = app.state.pool
+    await pool.open(wait=False)
+    app.state.inbox.start()
+    with suppress(*DATABASE_UNAVAILABLE):
+        await app.state.symbols.refresh()
+    try:
+        yield
+    finally:
+        await app.state.inbox.stop()
+        await pool.close()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    check_credentials(settings)
+    if not settings.database_url:
+        raise RuntimeError("DATABASE_URL must be set for the API (mdp up sets it for you)")
+    app = FastAPI(
+        title="Market Data Platform",
+        version="0.1.0",
+        summary="Durable trade ingest, OHLCV candles and market-data reads.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.pool = make_pool(settings.database_url)
+    app.state.inbox = InboxWriter(app.state.pool)
+    app.state.symbols = SymbolRegistry(app.state.pool)
+    app.state.expected_migrations = migration_ids()
+    install_error_handlers(app)
+    app.include_router(ingest.router)
+    app.include_router(health.router)
+    return app

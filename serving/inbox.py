@@ -1,0 +1,79 @@
+"""Durable append to `trade_inbox` with group commit: concurrent requests share one transaction,
+and each request's ack waits for that commit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+
+from psycopg_pool import AsyncConnectionPool
+
+from serving.ticks import InboxRow
+
+# Serializes inbox writers across API processes, so that seq order is commit order.
+INBOX_LOCK_KEY = 0x6D6470_1B0C
+
+COPY_INBOX = (
+    "COPY trade_inbox (symbol, ts, price, volume, source, event_id) FROM STDIN (FORMAT BINARY)"
+)
+COPY_TYPES = ["text", "timestamptz", "float8", "float8", "text", "text"]
+
+
+@dataclass
+class _Pending:
+    rows: list[InboxRow]
+    done: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class InboxWriter:
+    """One writer task per process; `append` returns once the rows are committed."""
+
+    def __init__(self, pool: AsyncConnectionPool, max_group_rows: int = 200_000) -> None:
+        self._pool = pool
+        self._max_group_rows = max_group_rows
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="inbox-writer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def append(self, rows: list[InboxRow]) -> None:
+        pending = _Pending(rows)
+        await self._queue.put(pending)
+        await pending.done
+
+    async def _run(self) -> None:
+        while True:
+            group = [await self._queue.get()]
+            size = len(group[0].rows)
+            while size < self._max_group_rows and not self._queue.empty():
+                group.append(self._queue.get_nowait())
+                size += len(group[-1].rows)
+            try:
+                await self._commit(group)
+            except Exception as exc:
+                for p in group:
+                    if not p.done.done():
+                        p.done.set_exception(exc)
+            else:
+                for p in group:
+                    if not p.done.done():
+                        p.done.set_result(None)
+
+    async def _commit(self, group: list[_Pending]) -> None:
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (INBOX_LOCK_KEY,))
+            async with conn.cursor().copy(COPY_INBOX) as copy:
+                copy.set_types(COPY_TYPES)
+                for p in group:
+                    for row in p.rows:
+                        await copy.write_row(row)

@@ -1,0 +1,56 @@
+"""Liveness (no dependencies) and readiness (database reachable, schema migrated)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, status
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from serving.db import ping
+from serving.errors import DATABASE_UNAVAILABLE
+
+router = APIRouter(prefix="/health", tags=["ops"])
+
+
+class Liveness(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    ready: bool
+    database: bool
+    migrations_pending: list[str]
+    db_latency_ms: float | None = None
+    reason: str | None = None
+
+
+@router.get("/liveness")
+async def liveness() -> Liveness:
+    return Liveness(status="alive")
+
+
+@router.get("/readiness", responses={503: {"model": Readiness}})
+async def readiness(request: Request) -> JSONResponse:
+    expected: list[str] = request.app.state.expected_migrations
+    try:
+        latency = await ping(request.app.state.pool)
+        async with request.app.state.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT migration_id FROM _yoyo_migration WHERE migration_id = ANY(%s)", (expected,)
+            )
+            applied = {r[0] for r in await cur.fetchall()}
+    except DATABASE_UNAVAILABLE as exc:
+        report = Readiness(
+            ready=False, database=False, migrations_pending=expected, reason=type(exc).__name__
+        )
+        return JSONResponse(report.model_dump(), status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+    pending = [m for m in expected if m not in applied]
+    report = Readiness(
+        ready=not pending,
+        database=True,
+        migrations_pending=pending,
+        db_latency_ms=round(latency, 3),
+        reason="migrations pending; run `mdp db migrate`" if pending else None,
+    )
+    code = status.HTTP_200_OK if report.ready else status.HTTP_503_SERVICE_UNAVAILABLE
+    return JSONResponse(report.model_dump(), status_code=code)
