@@ -4,6 +4,7 @@ database is away, a bare 500 (no stack trace) for our own."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import psycopg
 from fastapi import FastAPI, Request, status

@@ -14,9 +14,8 @@ from serving.ticks import InboxRow
 # Serializes inbox writers across API processes, so that seq order is commit order.
 INBOX_LOCK_KEY = 0x6D6470_1B0C
 
-COPY_INBOX = (
-    "COPY trade_inbox (symbol, ts, price, volume, source, event_id) FROM STDIN (FORMAT BINARY)"
-)
+INBOX_COLUMNS = "symbol, ts, price, volume, source, event_id"
+COPY_INBOX = f"COPY trade_inbox ({INBOX_COLUMNS}) FROM STDIN (FORMAT BINARY)"
 COPY_TYPES = ["text", "timestamptz", "float8", "float8", "text", "text"]
 
 
