@@ -92,7 +92,7 @@ def parse_ticks(
     try:
         ticks = _MANY.validate_json(body) if batch or ndjson else [_ONE.validate_json(body)]
     except ValidationError as exc:
-        raise _refusal(exc, batch=batch or ndjson) from None
+        raise _refusal(exc, body, batch=batch or ndjson, symbols=symbols) from None
     if not ticks:
         raise InvalidTicks([], "an empty batch stores nothing; send at least one tick")
     return _rows(ticks, symbols, now)
@@ -115,14 +115,16 @@ def _rows(ticks: list[Tick], symbols: Collection[str], now: datetime) -> list[In
         if ts > latest:
             errors.append(TickError(i, "ts", "is more than 5 minutes in the future"))
         if t["symbol"] not in symbols:
-            errors.append(TickError(i, "symbol", f"unknown symbol {t['symbol']!r}"))
+            errors.append(_unknown(i, t["symbol"]))
         rows.append((t["symbol"], ts, t["price"], t["volume"], t["source"], t["event_id"]))
     if errors:
         raise InvalidTicks(errors)
     return rows
 
 
-def _refusal(exc: ValidationError, *, batch: bool) -> Exception:
+def _refusal(
+    exc: ValidationError, body: bytes, *, batch: bool, symbols: Collection[str]
+) -> Exception:
     errors: dict[tuple[int, str], TickError] = {}
     for err in exc.errors(include_url=False, include_input=False):
         loc = list(err["loc"])
@@ -139,7 +141,20 @@ def _refusal(exc: ValidationError, *, batch: bool) -> Exception:
         errors.setdefault((index, field), TickError(index, field, reason))
     if not batch and not errors:
         return InvalidTicks([], "the body must be one JSON object")
+    # Report unknown symbols too, not only the schema errors that stopped validation.
+    try:
+        items = orjson.loads(body)
+    except orjson.JSONDecodeError:  # NaN and Infinity literals, already reported
+        items = []
+    for index, item in enumerate(items if batch else [items]):
+        symbol = item.get("symbol") if isinstance(item, dict) else None
+        if isinstance(symbol, str) and symbol not in symbols:
+            errors.setdefault((index, "symbol"), _unknown(index, symbol))
     return InvalidTicks(sorted(errors.values(), key=lambda e: (e.index, e.field)))
+
+
+def _unknown(index: int, symbol: str) -> TickError:
+    return TickError(index, "symbol", f"unknown symbol {symbol!r}")
 
 
 def _ensure_json(body: bytes) -> None:
