@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+from functools import cache
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from psycopg.rows import TupleRow
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "sql"
 
@@ -35,8 +37,11 @@ def database_name(url: str) -> str:
     return urlsplit(libpq_url(url)).path.lstrip("/") or "postgres"
 
 
-def connect(url: str, **kwargs: object) -> psycopg.Connection[tuple[object, ...]]:
-    return psycopg.connect(libpq_url(url), connect_timeout=5, **kwargs)  # type: ignore[arg-type]
+Connection = psycopg.Connection[TupleRow]
+
+
+def connect(url: str, *, autocommit: bool = False) -> Connection:
+    return psycopg.connect(libpq_url(url), connect_timeout=5, autocommit=autocommit)
 
 
 def migration_ids() -> list[str]:
@@ -82,3 +87,12 @@ def prepare(url: str, symbols: list[str]) -> list[str]:
     applied = migrate(url)
     seed_symbols(url, symbols)
     return applied
+
+
+QUERIES_DIR = MIGRATIONS_DIR / "queries"
+
+
+@cache
+def query(name: str) -> str:
+    """The text of `sql/queries/<name>.sql`."""
+    return (QUERIES_DIR / f"{name}.sql").read_text(encoding="utf-8")

@@ -12,7 +12,7 @@ import httpx
 import psycopg
 import pytest
 
-from mdp.database import connect, create_database, prepare, with_database
+from mdp.database import Connection, connect, create_database, prepare, with_database
 from mdp.embedded import EmbeddedPostgres
 from mdp.processes import api_server
 from mdp.settings import DEFAULT_SYMBOLS
@@ -58,7 +58,7 @@ def database_url(server_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def db(database_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+def db(database_url: str) -> Iterator[Connection]:
     """A connection to the test database, emptied of market data before the test."""
     with connect(database_url, autocommit=True) as conn:
         conn.execute("TRUNCATE trade_inbox, trades, candles, ingest_batches")

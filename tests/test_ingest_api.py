@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 
+from mdp.database import Connection
 from tests.conftest import PASSWORD, USER
 
 Row = tuple[Any, ...]
@@ -28,15 +28,13 @@ def tick(n: int = 1, **fields: Any) -> dict[str, Any]:
     return {**base, **fields}
 
 
-def inbox(db: psycopg.Connection[Row]) -> list[Row]:
+def inbox(db: Connection) -> list[Row]:
     return db.execute(
         "SELECT symbol, ts, price, volume, source, event_id FROM trade_inbox ORDER BY seq"
     ).fetchall()
 
 
-def test_one_tick_is_acked_and_stored_in_utc(
-    client: httpx.Client, db: psycopg.Connection[Row]
-) -> None:
+def test_one_tick_is_acked_and_stored_in_utc(client: httpx.Client, db: Connection) -> None:
     response = client.post("/ingest/tick", json=tick(ts="2026-11-20T09:30:00.123456-05:00"))
     assert response.status_code == 202
     assert response.json() == {"accepted": 1}
@@ -45,12 +43,12 @@ def test_one_tick_is_acked_and_stored_in_utc(
     assert ts == datetime(2026, 11, 20, 14, 30, 0, 123456, tzinfo=UTC)
 
 
-def test_epoch_milliseconds_are_accepted(client: httpx.Client, db: psycopg.Connection[Row]) -> None:
+def test_epoch_milliseconds_are_accepted(client: httpx.Client, db: Connection) -> None:
     assert client.post("/ingest/tick", json=tick(ts=1_763_908_200_250)).status_code == 202
     assert inbox(db)[0][1] == datetime(2025, 11, 23, 14, 30, 0, 250000, tzinfo=UTC)
 
 
-def test_a_batch_is_stored_in_list_order(client: httpx.Client, db: psycopg.Connection[Row]) -> None:
+def test_a_batch_is_stored_in_list_order(client: httpx.Client, db: Connection) -> None:
     batch = [tick(i, price=100 + i) for i in range(50)]
     response = client.post("/ingest/ticks", json=batch)
     assert response.status_code == 202
@@ -60,7 +58,7 @@ def test_a_batch_is_stored_in_list_order(client: httpx.Client, db: psycopg.Conne
 
 @pytest.mark.parametrize("content_type", ["application/x-ndjson", "application/jsonl"])
 def test_ndjson_batches_are_accepted(
-    client: httpx.Client, db: psycopg.Connection[Row], content_type: str
+    client: httpx.Client, db: Connection, content_type: str
 ) -> None:
     body = "\n".join(json.dumps(tick(i)) for i in range(3)) + "\n\n"
     response = client.post("/ingest/ticks", content=body, headers={"Content-Type": content_type})
@@ -68,7 +66,7 @@ def test_ndjson_batches_are_accepted(
     assert [r[5] for r in inbox(db)] == ["e-0", "e-1", "e-2"]
 
 
-def test_a_resent_tick_is_accepted_again(client: httpx.Client, db: psycopg.Connection[Row]) -> None:
+def test_a_resent_tick_is_accepted_again(client: httpx.Client, db: Connection) -> None:
     assert client.post("/ingest/tick", json=tick()).status_code == 202
     assert client.post("/ingest/tick", json=tick()).status_code == 202
     assert len(inbox(db)) == 2  # the inbox keeps what was acked; promotion keeps the first
@@ -103,7 +101,7 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
 
 @pytest.mark.parametrize(("case", "bad", "field"), INVALID, ids=[c[0] for c in INVALID])
 def test_an_invalid_tick_is_refused_with_its_field(
-    client: httpx.Client, db: psycopg.Connection[Row], case: str, bad: dict[str, Any], field: str
+    client: httpx.Client, db: Connection, case: str, bad: dict[str, Any], field: str
 ) -> None:
     response = client.post("/ingest/tick", json=bad)
     assert response.status_code == 422, case
@@ -114,9 +112,7 @@ def test_an_invalid_tick_is_refused_with_its_field(
 
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e400"])
-def test_non_finite_numbers_are_refused(
-    client: httpx.Client, db: psycopg.Connection[Row], literal: str
-) -> None:
+def test_non_finite_numbers_are_refused(client: httpx.Client, db: Connection, literal: str) -> None:
     body = json.dumps(tick()).replace("187.25", literal)
     response = client.post(
         "/ingest/tick", content=body, headers={"Content-Type": "application/json"}
@@ -126,7 +122,7 @@ def test_non_finite_numbers_are_refused(
 
 
 def test_one_bad_tick_refuses_the_whole_batch_listing_each_error(
-    client: httpx.Client, db: psycopg.Connection[Row]
+    client: httpx.Client, db: Connection
 ) -> None:
     batch = [tick(0), tick(1, price=-1), tick(2), tick(3, symbol="NOPE", volume="9"), tick(4)]
     response = client.post("/ingest/ticks", json=batch)
@@ -153,7 +149,7 @@ def test_one_bad_tick_refuses_the_whole_batch_listing_each_error(
     ids=["empty batch", "object to batch", "array to single", "string", "non-object item"],
 )
 def test_wrong_shapes_are_refused(
-    client: httpx.Client, db: psycopg.Connection[Row], path: str, body: Any
+    client: httpx.Client, db: Connection, path: str, body: Any
 ) -> None:
     assert client.post(path, json=body).status_code == 422
     assert inbox(db) == []
@@ -170,7 +166,7 @@ def test_wrong_shapes_are_refused(
     ids=["truncated object", "broken array", "empty body", "broken ndjson line"],
 )
 def test_malformed_json_is_a_400(
-    client: httpx.Client, db: psycopg.Connection[Row], path: str, body: bytes, content_type: str
+    client: httpx.Client, db: Connection, path: str, body: bytes, content_type: str
 ) -> None:
     response = client.post(path, content=body, headers={"Content-Type": content_type})
     assert response.status_code == 400
@@ -178,16 +174,14 @@ def test_malformed_json_is_a_400(
     assert inbox(db) == []
 
 
-def test_a_body_above_the_limit_is_a_413(client: httpx.Client, db: psycopg.Connection[Row]) -> None:
+def test_a_body_above_the_limit_is_a_413(client: httpx.Client, db: Connection) -> None:
     batch = [tick(i, event_id=f"{i}-" + "x" * 100) for i in range(70_000)]  # ~11 MiB
     response = client.post("/ingest/ticks", json=batch)
     assert response.status_code == 413
     assert inbox(db) == []
 
 
-def test_a_chunked_body_above_the_limit_is_a_413(
-    client: httpx.Client, db: psycopg.Connection[Row]
-) -> None:
+def test_a_chunked_body_above_the_limit_is_a_413(client: httpx.Client, db: Connection) -> None:
     def chunks() -> Any:
         yield b"["
         for i in range(70_000):
@@ -205,7 +199,7 @@ def test_a_chunked_body_above_the_limit_is_a_413(
     ids=["missing", "wrong password", "wrong user", "empty"],
 )
 def test_ingest_requires_the_configured_credentials(
-    api_url: str, db: psycopg.Connection[Row], auth: tuple[str, str] | None
+    api_url: str, db: Connection, auth: tuple[str, str] | None
 ) -> None:
     response = httpx.post(f"{api_url}/ingest/tick", json=tick(), auth=auth)
     assert response.status_code == 401
@@ -215,9 +209,7 @@ def test_ingest_requires_the_configured_credentials(
 
 
 @pytest.mark.parametrize("header", ["Basic !!!", "Bearer abc", "Basic " + "QQ==", "Digest x"])
-def test_malformed_authorization_is_a_401(
-    api_url: str, db: psycopg.Connection[Row], header: str
-) -> None:
+def test_malformed_authorization_is_a_401(api_url: str, db: Connection, header: str) -> None:
     response = httpx.post(
         f"{api_url}/ingest/ticks", json=[tick()], headers={"Authorization": header}
     )

@@ -1,0 +1,109 @@
+"""The `mdp` command line as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from mdp.database import connect
+from mdp.processes import free_port, spawn_mdp, stop, wait_until_live
+from tests.test_ingest_api import tick
+
+WITHOUT_CREDENTIALS = {k: v for k, v in os.environ.items() if not k.startswith(("INGEST_", "MDP_"))}
+
+
+def test_serve_refuses_to_start_without_credentials(database_url: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mdp", "serve", "--port", str(free_port())],
+        env={**WITHOUT_CREDENTIALS, "DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "INGEST_USERNAME and INGEST_PASSWORD must be set" in result.stderr
+
+
+def test_the_dev_flag_serves_ingest_without_credentials(database_url: str) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**WITHOUT_CREDENTIALS, "DATABASE_URL": database_url, "MDP_DEV_NO_AUTH": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "mdp", "serve", "--port", str(port)], env=env)
+    try:
+        wait_until_live(url, process)
+        assert httpx.post(f"{url}/ingest/tick", json=tick()).status_code == 202
+    finally:
+        stop(process)
+
+
+def _platform_processes(data_dir: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline", "environ"]):
+        try:
+            cmdline = " ".join(proc.info["cmdline"] or [])
+            environ = proc.info["environ"] or {}
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if str(data_dir) in cmdline or environ.get("MDP_DATA_DIR") == str(data_dir):
+            found.append(proc)
+    return found
+
+
+def _inbox_count(data_dir: Path) -> int:
+    with connect(f"postgresql://postgres@/market?host={data_dir / 'postgres'}") as conn:
+        [(count,)] = conn.execute("SELECT count(*)::int FROM trade_inbox").fetchall()
+    assert isinstance(count, int)
+    return count
+
+
+def _run_up(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    env = {**WITHOUT_CREDENTIALS, "MDP_DATA_DIR": str(data_dir)}
+    env.pop("DATABASE_URL", None)
+    return spawn_mdp(["up", "--port", str(port)], env)
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
+    wait_until_live(url, process, timeout=60)
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{url}/health/readiness").status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_up_runs_the_platform_on_the_embedded_default_and_stops_cleanly(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    data_dir = tmp_path / "data"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    up = _run_up(data_dir, port)
+    try:
+        _wait_ready(url, up)
+        deadline = time.monotonic() + 30
+        while (fed := _inbox_count(data_dir)) == 0:
+            assert time.monotonic() < deadline, "the feeder delivered nothing"
+            time.sleep(0.5)
+        up.send_signal(sig)
+        assert up.wait(timeout=30) == 0
+    finally:
+        stop(up)
+    assert _platform_processes(data_dir) == []
+
+    up = _run_up(data_dir, port)  # the data folder persists across restarts
+    try:
+        _wait_ready(url, up)
+        assert _inbox_count(data_dir) >= fed
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=30) == 0
+    finally:
+        stop(up)
+    assert _platform_processes(data_dir) == []

@@ -1,0 +1,58 @@
+"""Promotion from the inbox to canonical trades: first accepted wins, nothing lost or doubled."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import httpx
+
+from mdp.database import Connection
+from pipelines.ingestion import promote_batch
+from tests.test_ingest_api import tick
+
+
+def trades(db: Connection) -> list[tuple[str, str, float]]:
+    return db.execute("SELECT source, event_id, price FROM trades ORDER BY seq").fetchall()
+
+
+def test_a_resent_tick_is_stored_once_with_its_first_version(
+    client: httpx.Client, db: Connection
+) -> None:
+    assert client.post("/ingest/tick", json=tick(1, price=10.0)).status_code == 202
+    batch = [tick(2, price=20.0), tick(1, price=11.0), tick(2, price=21.0), tick(3, price=30.0)]
+    assert client.post("/ingest/ticks", json=batch).status_code == 202
+
+    result = promote_batch(db)
+    assert (result.inbox_rows, result.promoted, result.duplicates) == (5, 3, 2)
+    assert trades(db) == [("XNAS", "e-1", 10.0), ("XNAS", "e-2", 20.0), ("XNAS", "e-3", 30.0)]
+
+    assert client.post("/ingest/tick", json=tick(3, price=31.0)).status_code == 202  # much later
+    assert promote_batch(db).promoted == 0
+    assert trades(db)[-1] == ("XNAS", "e-3", 30.0)
+    assert db.execute("SELECT count(*) FROM trade_inbox").fetchone() == (0,)
+
+
+def test_batches_are_bounded_recorded_and_report_the_days_they_touch(
+    client: httpx.Client, db: Connection
+) -> None:
+    late = tick(1, symbol="MSFT", ts="2026-11-19T23:59:59.999999Z")
+    ticks = [late] + [tick(i, ts=f"2026-11-20T00:00:0{i}Z") for i in range(2, 6)]
+    assert client.post("/ingest/ticks", json=ticks).status_code == 202
+
+    first = promote_batch(db, max_rows=3)
+    second = promote_batch(db, max_rows=3)
+    third = promote_batch(db, max_rows=3)
+    assert [b.promoted for b in (first, second, third)] == [3, 2, 0]
+    assert [(t.symbol, t.day, t.trades) for t in first.touched] == [
+        ("AAPL", date(2026, 11, 20), 2),
+        ("MSFT", date(2026, 11, 19), 1),
+    ]
+    batches = db.execute(
+        "SELECT inbox_rows, promoted, duplicates, first_seq < last_seq FROM ingest_batches"
+        " ORDER BY batch_id"
+    ).fetchall()
+    assert batches == [(3, 3, 0, True), (2, 2, 0, True), (0, 0, 0, None)]
+    span = db.execute(
+        "SELECT first_trade_at, last_trade_at FROM symbols WHERE symbol = 'MSFT'"
+    ).fetchone()
+    assert span == (datetime(2026, 11, 19, 23, 59, 59, 999999, tzinfo=UTC),) * 2
