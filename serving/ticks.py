@@ -1,63 +1,47 @@
-"""What a tick is (DESIGN §3.4) and how a request body becomes rows for the inbox, or a refusal."""
+"""What a tick is (DESIGN §3.4) and how a request body becomes rows for the inbox, or a refusal.
+
+msgspec decodes and validates in one pass (several times faster than a general validator, which
+the ingest throughput needs); only a refused body is walked item by item to list every bad tick."""
 
 from __future__ import annotations
 
+import re
+import sys
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-import orjson
-from pydantic import (
-    AwareDatetime,
-    ConfigDict,
-    Field,
-    StrictFloat,
-    StrictInt,
-    StrictStr,
-    TypeAdapter,
-    ValidationError,
-)
-from typing_extensions import TypedDict
+import msgspec
 
 MAX_FUTURE = timedelta(minutes=5)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# JSON can carry NUL only as this escape; PostgreSQL text cannot store it at all.
+NUL_ESCAPE = b"\\u0000"
 
-Positive = Annotated[StrictFloat | StrictInt, Field(gt=0, allow_inf_nan=False)]
-NoNul = r"^[^\x00]*$"
+Positive = Annotated[float, msgspec.Meta(gt=0, le=sys.float_info.max)]  # finite, > 0
 
 
-class Tick(TypedDict):
-    """One trade as sent by a source."""
+class Tick(msgspec.Struct, forbid_unknown_fields=True):
+    """One trade as a source sends it; fields in the order of the inbox COPY."""
 
-    __pydantic_config__ = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)  # type: ignore[misc]
-
-    symbol: StrictStr
+    symbol: str
+    ts: Annotated[datetime, msgspec.Meta(tz=True)] | int
     price: Positive
     volume: Positive
-    ts: AwareDatetime | StrictInt
-    source: Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=NoNul)]
-    event_id: Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=NoNul)]
+    source: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    event_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 
 
 InboxRow = tuple[str, datetime, float, float, str, str]
 
-_ONE = TypeAdapter(Tick)
-_MANY = TypeAdapter(list[Tick])
+_ONE = msgspec.json.Decoder(Tick)
+_MANY = msgspec.json.Decoder(list[Tick])
+_ITEMS = msgspec.json.Decoder(list[msgspec.Raw])
 
 _TS_REASON = "must be an RFC 3339 timestamp with a zone offset, or integer epoch milliseconds"
-_REASONS = {
-    "missing": "is required",
-    "extra_forbidden": "is not a tick field",
-    "float_type": "must be a JSON number",
-    "int_type": "must be a JSON number",
-    "finite_number": "must be a finite number",
-    "greater_than": "must be greater than 0",
-    "string_type": "must be a string",
-    "string_too_short": "must not be empty",
-    "string_too_long": "is too long",
-    "string_pattern_mismatch": "must not contain NUL characters",
-}
+_WHERE = re.compile(r"^(?P<message>.*?)(?: - at `\$(?:\.(?P<field>\w+))?`)?$")
+_NAMED = re.compile(r"field `(?P<field>\w+)`")
 
 
 @dataclass(frozen=True)
@@ -83,98 +67,118 @@ def parse_ticks(
     body: bytes, *, batch: bool, ndjson: bool, symbols: Collection[str], now: datetime
 ) -> list[InboxRow]:
     """Validate a whole request body; return inbox rows in list order, or raise for all of it."""
+    sent = body
     if ndjson:
-        body = _ndjson_as_array(body)
-    elif batch != _looks_like_array(body):
-        _ensure_json(body)
-        shape = "a JSON array of ticks (or NDJSON)" if batch else "one JSON object"
-        raise InvalidTicks([], f"the body must be {shape}")
+        body = b"[" + b",".join(line for line in sent.splitlines() if line.strip()) + b"]"
     try:
-        ticks = _MANY.validate_json(body) if batch or ndjson else [_ONE.validate_json(body)]
-    except ValidationError as exc:
-        raise _refusal(exc, body, batch=batch or ndjson, symbols=symbols) from None
+        ticks = _MANY.decode(body) if batch else [_ONE.decode(body)]
+    except msgspec.ValidationError:
+        try:
+            refusal = _refusal(body, batch=batch, symbols=symbols)
+        except msgspec.DecodeError as exc:  # malformed further on than the first invalid item
+            raise _malformed(sent, exc, ndjson=ndjson) from None
+        raise refusal from None
+    except msgspec.DecodeError as exc:
+        raise _malformed(sent, exc, ndjson=ndjson) from None
     if not ticks:
         raise InvalidTicks([], "an empty batch stores nothing; send at least one tick")
-    return _rows(ticks, symbols, now)
+    errors = _nul_errors(ticks) if NUL_ESCAPE in body else []
+    return _rows(ticks, symbols, now, errors)
 
 
-def _rows(ticks: list[Tick], symbols: Collection[str], now: datetime) -> list[InboxRow]:
+def _rows(
+    ticks: list[Tick], symbols: Collection[str], now: datetime, errors: list[TickError]
+) -> list[InboxRow]:
     latest = now + MAX_FUTURE
-    rows: list[InboxRow] = []
-    errors: list[TickError] = []
     for i, t in enumerate(ticks):
-        ts = t["ts"]
-        if isinstance(ts, int):
+        if isinstance(t.ts, int):
             try:
-                ts = EPOCH + timedelta(milliseconds=ts)
+                t.ts = EPOCH + timedelta(milliseconds=t.ts)
             except OverflowError:
                 errors.append(TickError(i, "ts", "epoch milliseconds out of range"))
                 continue
-        else:
-            ts = ts.astimezone(UTC)
-        if ts > latest:
+        if t.ts > latest:
             errors.append(TickError(i, "ts", "is more than 5 minutes in the future"))
-        if t["symbol"] not in symbols:
-            errors.append(_unknown(i, t["symbol"]))
-        rows.append((t["symbol"], ts, t["price"], t["volume"], t["source"], t["event_id"]))
+        if t.symbol not in symbols:
+            errors.append(_unknown(i, t.symbol))
     if errors:
-        raise InvalidTicks(errors)
-    return rows
+        raise InvalidTicks(sorted(errors, key=lambda e: (e.index, e.field)))
+    return [msgspec.structs.astuple(t) for t in ticks]
 
 
-def _refusal(
-    exc: ValidationError, body: bytes, *, batch: bool, symbols: Collection[str]
-) -> Exception:
-    errors: dict[tuple[int, str], TickError] = {}
-    for err in exc.errors(include_url=False, include_input=False):
-        loc = list(err["loc"])
-        if err["type"].startswith("json"):
-            return MalformedBody(f"malformed JSON: {err['msg']}")
-        index = int(loc.pop(0)) if batch and loc else 0
-        field = str(loc[0]) if loc else ""
-        if not field:
-            reason = "must be a JSON object with the tick fields"
-        elif field == "ts" and err["type"] != "missing":
-            reason = _TS_REASON
-        else:
-            reason = _REASONS.get(err["type"], err["msg"])
-        errors.setdefault((index, field), TickError(index, field, reason))
-    if not batch and not errors:
-        return InvalidTicks([], "the body must be one JSON object")
-    # Report unknown symbols too, not only the schema errors that stopped validation.
+def _refusal(body: bytes, *, batch: bool, symbols: Collection[str]) -> InvalidTicks:
+    """Walk a refused body item by item, so the 422 names every bad tick."""
+    if not batch:
+        return InvalidTicks(_item_errors(0, body, symbols) or [_shape(0)])
     try:
-        items = orjson.loads(body)
-    except orjson.JSONDecodeError:  # NaN and Infinity literals, already reported
-        items = []
-    for index, item in enumerate(items if batch else [items]):
-        symbol = item.get("symbol") if isinstance(item, dict) else None
-        if isinstance(symbol, str) and symbol not in symbols:
-            errors.setdefault((index, "symbol"), _unknown(index, symbol))
-    return InvalidTicks(sorted(errors.values(), key=lambda e: (e.index, e.field)))
+        items = _ITEMS.decode(body)
+    except msgspec.ValidationError:
+        return InvalidTicks([], "the body must be a JSON array of ticks (or NDJSON)")
+    return InvalidTicks([e for i, raw in enumerate(items) for e in _item_errors(i, raw, symbols)])
+
+
+def _item_errors(index: int, raw: bytes | msgspec.Raw, symbols: Collection[str]) -> list[TickError]:
+    """The first contract violation of one item, and its unknown symbol if it has one."""
+    errors = []
+    try:
+        _ONE.decode(raw)
+    except msgspec.ValidationError as exc:
+        errors.append(_explain(index, str(exc)))
+    try:
+        item = msgspec.json.decode(raw)
+    except msgspec.ValidationError:  # a number beyond float range, already reported
+        item = None
+    symbol = item.get("symbol") if isinstance(item, dict) else None
+    if isinstance(symbol, str) and symbol not in symbols:
+        errors.append(_unknown(index, symbol))
+    return sorted(errors, key=lambda e: e.field)
+
+
+def _explain(index: int, message: str) -> TickError:
+    where = _WHERE.match(message)
+    assert where is not None
+    text, field = where["message"], where["field"] or ""
+    if not field:
+        named = _NAMED.search(text)
+        if named is None:
+            return _shape(index)
+        field = named["field"]
+        reason = "is not a tick field" if "unknown field" in text else "is required"
+    elif field == "ts":
+        reason = _TS_REASON
+    elif text == "Number out of range" or text.startswith("Expected `float` <="):
+        reason = "must be a finite number"
+    elif text.startswith("Expected `float` >"):
+        reason = "must be greater than 0"
+    elif text.startswith("Expected `float`"):
+        reason = "must be a JSON number"
+    else:
+        reason = text[0].lower() + text[1:]
+    return TickError(index, field, reason)
+
+
+def _shape(index: int) -> TickError:
+    return TickError(index, "", "must be a JSON object with the tick fields")
 
 
 def _unknown(index: int, symbol: str) -> TickError:
     return TickError(index, "symbol", f"unknown symbol {symbol!r}")
 
 
-def _ensure_json(body: bytes) -> None:
-    try:
-        orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedBody(f"malformed JSON: {exc}") from None
+def _nul_errors(ticks: list[Tick]) -> list[TickError]:
+    return [
+        TickError(i, field, "must not contain NUL characters")
+        for i, t in enumerate(ticks)
+        for field in ("source", "event_id")
+        if "\x00" in getattr(t, field)
+    ]
 
 
-def _looks_like_array(body: bytes) -> bool:
-    return body.lstrip()[:1] == b"["
-
-
-def _ndjson_as_array(body: bytes) -> bytes:
-    lines = [line for line in body.splitlines() if line.strip()]
-    for number, line in enumerate(lines, start=1):
-        try:
-            orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise MalformedBody(f"malformed NDJSON on line {number}: {exc}") from None
-        if not line.lstrip().startswith(b"{"):
-            raise InvalidTicks([TickError(number - 1, "", "must be a JSON object")])
-    return b"[" + b",".join(lines) + b"]"
+def _malformed(sent: bytes, exc: msgspec.DecodeError, *, ndjson: bool) -> MalformedBody:
+    if ndjson:  # name the first bad line
+        for number, line in enumerate(sent.splitlines(), start=1):
+            try:
+                msgspec.json.decode(line) if line.strip() else None
+            except msgspec.DecodeError as line_exc:
+                return MalformedBody(f"malformed NDJSON on line {number}: {line_exc}")
+    return MalformedBody(f"malformed JSON: {exc}")

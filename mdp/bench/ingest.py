@@ -11,7 +11,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
+import msgspec
 
 from mdp.bench.load import request_bytes, run_load
 from mdp.database import connect
@@ -82,7 +82,9 @@ def bench_ingest(url: str, settings: Settings, *, rows: int, **_: Any) -> dict[s
     copy_rows_per_s = copy_reference(url, ticks)
     with api_server(env) as api:
         headers = {"Authorization": auth, "Content-Type": "application/json"}
-        bodies = [orjson.dumps(ticks[i : i + BATCH_SIZE]) for i in range(0, len(ticks), BATCH_SIZE)]
+        bodies = [
+            msgspec.json.encode(ticks[i : i + BATCH_SIZE]) for i in range(0, len(ticks), BATCH_SIZE)
+        ]
         requests = [request_bytes(api, "POST", "/ingest/ticks", b, headers) for b in bodies]
         batches = asyncio.run(
             run_load(api, requests.__getitem__, total=len(requests), concurrency=BATCH_CONCURRENCY)
@@ -90,7 +92,7 @@ def bench_ingest(url: str, settings: Settings, *, rows: int, **_: Any) -> dict[s
         http_rows_per_s = len(ticks) / batches.seconds
 
         singles = [
-            request_bytes(api, "POST", "/ingest/tick", orjson.dumps(t), headers)
+            request_bytes(api, "POST", "/ingest/tick", msgspec.json.encode(t), headers)
             for t in synthetic_ticks(20_000, symbols, prefix=secrets.token_hex(4))
         ]
         tick_load = asyncio.run(
