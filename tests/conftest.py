@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import psycopg
@@ -80,10 +79,3 @@ def api_url(database_url: str) -> Iterator[str]:
 def client(api_url: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=api_url, auth=(USER, PASSWORD), timeout=10) as c:
         yield c
-
-
-@pytest.fixture
-def artifacts() -> Path:
-    path = Path(__file__).resolve().parent.parent / "artifacts"
-    path.mkdir(exist_ok=True)
-    return path
