@@ -33,10 +33,6 @@ def with_database(url: str, database: str) -> str:
     return urlunsplit(parts._replace(path=f"/{database}"))
 
 
-def database_name(url: str) -> str:
-    return urlsplit(libpq_url(url)).path.lstrip("/") or "postgres"
-
-
 Connection = psycopg.Connection[TupleRow]
 
 

@@ -35,10 +35,6 @@ class Settings(BaseSettings):
     def symbol_list(self) -> list[str]:
         return [s.strip() for s in self.symbols.split(",") if s.strip()]
 
-    @property
-    def stale_threshold_seconds(self) -> float:
-        return 3 * self.ingestion_interval_seconds
-
 
 @lru_cache
 def get_settings() -> Settings:

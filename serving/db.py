@@ -1,13 +1,7 @@
-"""The API's connection pool and what it means for a request when the database is away."""
+"""The API's connection pool to the market database."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator
-from typing import Annotated
-
-from fastapi import Depends, Request
-from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from mdp.database import libpq_url
@@ -27,20 +21,3 @@ def make_pool(database_url: str) -> AsyncConnectionPool:
         open=False,
         name="market",
     )
-
-
-async def connection(request: Request) -> AsyncIterator[AsyncConnection]:
-    pool: AsyncConnectionPool = request.app.state.pool
-    async with pool.connection() as conn:
-        yield conn
-
-
-Conn = Annotated[AsyncConnection, Depends(connection)]
-
-
-async def ping(pool: AsyncConnectionPool) -> float:
-    """Round-trip `SELECT 1`; returns the latency in milliseconds."""
-    started = time.perf_counter()
-    async with pool.connection() as conn:
-        await conn.execute("SELECT 1")
-    return (time.perf_counter() - started) * 1000

@@ -177,8 +177,10 @@ def _nul_errors(ticks: list[Tick]) -> list[TickError]:
 def _malformed(sent: bytes, exc: msgspec.DecodeError, *, ndjson: bool) -> MalformedBody:
     if ndjson:  # name the first bad line
         for number, line in enumerate(sent.splitlines(), start=1):
+            if not line.strip():
+                continue
             try:
-                msgspec.json.decode(line) if line.strip() else None
+                msgspec.json.decode(line)
             except msgspec.DecodeError as line_exc:
                 return MalformedBody(f"malformed NDJSON on line {number}: {line_exc}")
     return MalformedBody(f"malformed JSON: {exc}")
