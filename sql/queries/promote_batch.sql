@@ -1,9 +1,12 @@
 -- Promote the oldest pending inbox rows to canonical trades, in one transaction with the batch
 -- record. Acceptance order is seq order; the first accepted (source, event_id) wins, whether its
--- twin is in this batch or was promoted long ago. Returns one row per (symbol, UTC day) touched.
+-- twin is in this batch or was promoted long ago. Returns one row per (symbol, 1-minute bucket)
+-- that received trades: the buckets whose candles the same transaction then brings up to date.
 WITH moved AS (
     DELETE FROM trade_inbox
-    WHERE seq IN (SELECT seq FROM trade_inbox ORDER BY seq LIMIT %(max_rows)s)
+    WHERE seq IN (
+        SELECT seq FROM trade_inbox WHERE seq <= %(up_to_seq)s ORDER BY seq LIMIT %(max_rows)s
+    )
     RETURNING seq, received_at, symbol, ts, price, volume, source, event_id
 ),
 firsts AS (
@@ -19,8 +22,8 @@ inserted AS (
     RETURNING symbol, ts
 ),
 touched AS (
-    SELECT symbol, (ts AT TIME ZONE 'UTC')::date AS day, min(ts) AS min_ts, max(ts) AS max_ts,
-           count(*) AS trades
+    SELECT symbol, date_bin('1 minute', ts, 'epoch') AS minute, min(ts) AS min_ts,
+           max(ts) AS max_ts, count(*) AS trades
     FROM inserted
     GROUP BY 1, 2
 ),
@@ -44,4 +47,4 @@ batch AS (
     FROM (SELECT count(*) AS n, min(seq) AS first_seq, max(seq) AS last_seq FROM moved) m
     WHERE b.batch_id = %(batch_id)s
 )
-SELECT symbol, day, min_ts, max_ts, trades FROM touched ORDER BY symbol, day
+SELECT symbol, minute, trades FROM touched ORDER BY symbol, minute

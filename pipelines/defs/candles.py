@@ -1,0 +1,128 @@
+"""Candle assets `candles_1m` … `candles_1d`: daily UTC partitions, recomputed with Polars and
+replaced in PostgreSQL a whole day at a time; with freshness policies and asset checks.
+
+Micro-batches keep today's buckets current between these runs (see `defs/ingestion.py`); a
+partition run is the backfill and the end-of-day finalization."""
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import dagster as dg
+
+from mdp.database import query
+from mdp.settings import get_settings
+from pipelines.candles import INTERVALS, day_window, recompute_day
+from pipelines.defs.resources import MarketDatabase
+
+daily_partitions = dg.DailyPartitionsDefinition(
+    start_date=get_settings().partitions_start_date.isoformat(),
+    timezone="UTC",
+    end_offset=1,  # today, still filling, is a partition too
+)
+
+# Micro-batches report candle materializations every few seconds while trades flow.
+CANDLES_FRESHNESS = dg.FreshnessPolicy.time_window(
+    fail_window=timedelta(minutes=10), warn_window=timedelta(minutes=2)
+)
+
+
+def asset_name(interval: str) -> str:
+    return f"candles_{interval}"
+
+
+def candle_asset(interval: str) -> dg.AssetsDefinition:
+    source = "trades" if interval == "1m" else "candles_1m"
+
+    @dg.asset(
+        name=asset_name(interval),
+        partitions_def=daily_partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        deps=[source],
+        group_name="candles",
+        kinds={"polars", "postgres"},
+        freshness_policy=CANDLES_FRESHNESS,
+        description=f"{interval} OHLCV candles per symbol, from `{source}`; table `candles`.",
+    )
+    def candles(
+        context: dg.AssetExecutionContext, market_db: MarketDatabase
+    ) -> dg.MaterializeResult[None]:
+        with market_db.connect() as conn:
+            for key in context.partition_keys:
+                day = recompute_day(conn, market_db.url, interval, date.fromisoformat(key))
+                context.add_asset_metadata(
+                    {
+                        "dagster/partition_row_count": day.candles,
+                        "trades": day.trades,
+                        "first_bucket": _iso(day.first_bucket),
+                        "last_bucket": _iso(day.last_bucket),
+                    },
+                    partition_key=key,
+                )
+        return dg.MaterializeResult()
+
+    return candles
+
+
+def _iso(moment: datetime | None) -> str:
+    return moment.isoformat() if moment else "none"
+
+
+def _checked_window(context: dg.AssetCheckExecutionContext) -> tuple[datetime, datetime]:
+    """The days of the run's partitions; without partitions (a check run on its own from the UI),
+    yesterday and today."""
+    if context.has_partition_key_range or context.has_partition_key:
+        window = context.partition_time_window
+        return window.start.astimezone(UTC), window.end.astimezone(UTC)
+    today = datetime.now(UTC).date()
+    return day_window(today - timedelta(days=1))[0], day_window(today)[1]
+
+
+def _describe(rows: list[tuple[Any, ...]], limit: int = 5) -> str:
+    return "\n".join(" ".join(str(v) for v in row) for row in rows[:limit])
+
+
+def candle_checks(interval: str) -> list[dg.AssetChecksDefinition]:
+    name = asset_name(interval)
+
+    @dg.asset_check(
+        asset=name,
+        name="ohlc_invariants",
+        blocking=True,
+        description="low ≤ open, close ≤ high; volume > 0; trade_count ≥ 1.",
+    )
+    def ohlc_invariants(
+        context: dg.AssetCheckExecutionContext, market_db: MarketDatabase
+    ) -> dg.AssetCheckResult:
+        start, end = _checked_window(context)
+        params = {"interval": interval, "start": start, "end": end}
+        with market_db.connect() as conn:
+            bad = conn.execute(query("candle_violations"), params).fetchall()
+        return dg.AssetCheckResult(
+            passed=not bad,
+            metadata={"violations": len(bad), "window": f"{start:%F} … {end:%F}"},
+            description=_describe(bad) or None,
+        )
+
+    @dg.asset_check(
+        asset=name,
+        name="reconciles_with_trades",
+        description="Per day and symbol, candle volume and trade count equal those of `trades`.",
+    )
+    def reconciles_with_trades(
+        context: dg.AssetCheckExecutionContext, market_db: MarketDatabase
+    ) -> dg.AssetCheckResult:
+        start, end = _checked_window(context)
+        params = {"interval": interval, "start": start, "end": end}
+        with market_db.connect() as conn:
+            mismatched = conn.execute(query("reconcile_candles"), params).fetchall()
+        return dg.AssetCheckResult(
+            passed=not mismatched,
+            metadata={"mismatched_days": len(mismatched), "window": f"{start:%F} … {end:%F}"},
+            description=_describe(mismatched) or None,
+        )
+
+    return [ohlc_invariants, reconciles_with_trades]
+
+
+candle_assets = [candle_asset(interval) for interval in INTERVALS]
+candle_asset_checks = [check for interval in INTERVALS for check in candle_checks(interval)]

@@ -1,0 +1,72 @@
+"""Daily finalization of yesterday's candles and the pruning that keeps Dagster's own storage
+bounded (Dagster 1.13 purges sensor ticks by itself, never runs or their event logs)."""
+
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+
+# Micro-batch and maintenance runs are many and only recent ones help an operator; backfills and
+# finalizations are few and kept for a quarter.
+FREQUENT_RUN_RETENTION = timedelta(hours=24)
+RUN_RETENTION = timedelta(days=90)
+FINISHED = [
+    dg.DagsterRunStatus.SUCCESS,
+    dg.DagsterRunStatus.FAILURE,
+    dg.DagsterRunStatus.CANCELED,
+]
+
+finalize_candles_job = dg.define_asset_job(
+    "finalize_candles_job",
+    selection=dg.AssetSelection.groups("candles"),
+    description="Recompute one day of every candle interval from `trades` and run the checks.",
+)
+
+
+@dg.schedule(
+    job=finalize_candles_job,
+    cron_schedule="10 0 * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Shortly after midnight UTC: recompute and check yesterday's candles.",
+)
+def finalize_yesterday_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    yesterday = (context.scheduled_execution_time.astimezone(UTC) - timedelta(days=1)).date()
+    return dg.RunRequest(run_key=yesterday.isoformat(), partition_key=yesterday.isoformat())
+
+
+def prune_runs(instance: dg.DagsterInstance, now: datetime) -> int:
+    """Delete finished runs (and their event logs) past retention; returns how many."""
+    frequent = ["ingest_trades_job", "prune_run_history_job"]
+    rules = [
+        dg.RunsFilter(job_name=name, statuses=FINISHED, updated_before=now - FREQUENT_RUN_RETENTION)
+        for name in frequent
+    ]
+    rules.append(dg.RunsFilter(statuses=FINISHED, updated_before=now - RUN_RETENTION))
+    deleted = 0
+    for rule in rules:
+        while records := instance.get_run_records(filters=rule, limit=500):
+            for record in records:
+                instance.delete_run(record.dagster_run.run_id)
+            deleted += len(records)
+    return deleted
+
+
+@dg.op
+def prune_run_history(context: dg.OpExecutionContext) -> None:
+    deleted = prune_runs(context.instance, datetime.now(UTC))
+    context.log.info(f"deleted {deleted} finished runs past retention")
+
+
+@dg.job(description="Delete finished Dagster runs past retention, with their event logs.")
+def prune_run_history_job() -> None:
+    prune_run_history()
+
+
+prune_run_history_schedule = dg.ScheduleDefinition(
+    name="prune_run_history_schedule",
+    job=prune_run_history_job,
+    cron_schedule="17 * * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Hourly: keep Dagster's run and event history bounded.",
+)
