@@ -27,6 +27,11 @@ def sqlalchemy_url(url: str) -> str:
     return _SCHEME.sub("postgresql+psycopg://", libpq_url(url), count=1)
 
 
+def dagster_storage_url(url: str) -> str:
+    """The same database for Dagster's instance storage: dagster-postgres drives psycopg2."""
+    return _SCHEME.sub("postgresql+psycopg2://", libpq_url(url), count=1)
+
+
 def with_database(url: str, database: str) -> str:
     """The same server and credentials, another database."""
     parts = urlsplit(libpq_url(url))

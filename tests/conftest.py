@@ -61,6 +61,7 @@ def db(database_url: str) -> Iterator[Connection]:
     """A connection to the test database, emptied of market data before the test."""
     with connect(database_url, autocommit=True) as conn:
         conn.execute("TRUNCATE trade_inbox, trades, candles, ingest_batches")
+        conn.execute("UPDATE symbols SET first_trade_at = NULL, last_trade_at = NULL")
         yield conn
 
 

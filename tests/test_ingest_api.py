@@ -72,7 +72,7 @@ def test_a_resent_tick_is_accepted_again(client: httpx.Client, db: Connection) -
     assert len(inbox(db)) == 2  # the inbox keeps what was acked; promotion keeps the first
 
 
-FUTURE = (datetime.now(UTC) + timedelta(minutes=6)).isoformat()
+FUTURE = (datetime.now(UTC) + timedelta(hours=6)).isoformat()
 INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("unknown symbol", tick(symbol="NOPE"), "symbol"),
     ("lower-case symbol", tick(symbol="aapl"), "symbol"),

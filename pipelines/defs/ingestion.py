@@ -39,7 +39,7 @@ def trades(
     context: dg.AssetExecutionContext, config: IngestConfig, market_db: MarketDatabase
 ) -> dg.MaterializeResult[None]:
     with market_db.connect() as conn:
-        batches = drain_inbox(conn, config.max_rows, context.run_id)
+        batches = drain_inbox(conn, config.max_rows, context.run.run_id)
     days: Counter[date] = Counter()
     for batch in batches:
         for (_, day), count in batch.days.items():
