@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = commands.add_parser("up", help="run the whole platform")
     up.add_argument("--host", default="127.0.0.1")
-    up.add_argument("--port", type=int, default=8000)
+    up.add_argument("--port", type=int, default=8000, help="API port")
+    up.add_argument("--dagster-port", type=int, default=3000, help="Dagster UI port")
     up.add_argument("--no-feed", action="store_true", help="do not start the synthetic feeder")
     up.set_defaults(run=_up)
 
@@ -132,7 +133,13 @@ def _feed(args: argparse.Namespace) -> int:
 def _up(args: argparse.Namespace) -> int:
     from mdp.up import run_platform
 
-    return run_platform(get_settings(), host=args.host, port=args.port, feed=not args.no_feed)
+    return run_platform(
+        get_settings(),
+        host=args.host,
+        port=args.port,
+        dagster_port=args.dagster_port,
+        feed=not args.no_feed,
+    )
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -57,17 +57,21 @@ def _platform_processes(data_dir: Path) -> list[psutil.Process]:
     return found
 
 
-def _inbox_count(data_dir: Path) -> int:
+def _count(data_dir: Path, sql: str) -> int:
     with connect(f"postgresql://postgres@/market?host={data_dir / 'postgres'}") as conn:
-        [(count,)] = conn.execute("SELECT count(*)::int FROM trade_inbox").fetchall()
+        [(count,)] = conn.execute(sql).fetchall()
     assert isinstance(count, int)
     return count
 
 
+ACKED = "SELECT ((SELECT count(*) FROM trade_inbox) + (SELECT count(*) FROM trades))::int"
+CANDLES = 'SELECT count(DISTINCT "interval")::int FROM candles'
+
+
 def _run_up(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {**WITHOUT_CREDENTIALS, "MDP_DATA_DIR": str(data_dir)}
+    env = {**WITHOUT_CREDENTIALS, "MDP_DATA_DIR": str(data_dir), "INGESTION_INTERVAL_SECONDS": "2"}
     env.pop("DATABASE_URL", None)
-    return spawn_mdp(["up", "--port", str(port)], env)
+    return spawn_mdp(["up", "--port", str(port), "--dagster-port", str(free_port())], env)
 
 
 def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
@@ -89,9 +93,14 @@ def test_up_runs_the_platform_on_the_embedded_default_and_stops_cleanly(
     try:
         _wait_ready(url, up)
         deadline = time.monotonic() + 30
-        while (fed := _inbox_count(data_dir)) == 0:
+        while _count(data_dir, ACKED) == 0:
             assert time.monotonic() < deadline, "the feeder delivered nothing"
             time.sleep(0.5)
+        deadline = time.monotonic() + 120  # Dagster starts, its sensor launches micro-batches
+        while _count(data_dir, CANDLES) < 5:
+            assert time.monotonic() < deadline, "no candles materialized"
+            time.sleep(1)
+        fed = _count(data_dir, ACKED)
         up.send_signal(sig)
         assert up.wait(timeout=30) == 0
     finally:
@@ -101,7 +110,7 @@ def test_up_runs_the_platform_on_the_embedded_default_and_stops_cleanly(
     up = _run_up(data_dir, port)  # the data folder persists across restarts
     try:
         _wait_ready(url, up)
-        assert _inbox_count(data_dir) >= fed
+        assert _count(data_dir, ACKED) >= fed
         up.send_signal(signal.SIGTERM)
         assert up.wait(timeout=30) == 0
     finally:
