@@ -59,8 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     feed.set_defaults(run=_feed)
 
     bench = commands.add_parser("bench", help="benchmarks, printed as one JSON document")
-    bench.add_argument("suite", choices=["ingest"], nargs="*", default=["ingest"])
+    suites = ["ingest", "candles"]
+    bench.add_argument("suite", choices=suites, nargs="*", default=suites)
     bench.add_argument("--rows", type=int, default=200_000, help="rows for the ingest benchmark")
+    bench.add_argument(
+        "--trades", type=int, default=1_000_000, help="trades in the candle benchmark's day"
+    )
     bench.set_defaults(run=_bench)
     return parser
 
@@ -145,4 +149,4 @@ def _up(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from mdp.bench import run_benchmarks
 
-    return run_benchmarks(args.suite, get_settings(), rows=args.rows)
+    return run_benchmarks(args.suite, get_settings(), rows=args.rows, trades=args.trades)

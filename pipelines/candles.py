@@ -7,8 +7,10 @@ grouping on integers is several times faster than on zone-aware datetimes."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 import adbc_driver_postgresql.dbapi as adbc
 import polars as pl
@@ -41,19 +43,21 @@ CANDLE_COLUMNS = (
     "vwap",
     "trade_count",
 )
+# Inside the computation every timestamp is epoch microseconds (UTC).
 TRADE_SCHEMA = pl.Schema(
     {
         "symbol": pl.String(),
-        "ts": pl.Datetime("us", "UTC"),
+        "ts": pl.Int64(),
         "seq": pl.Int64(),
         "price": pl.Float64(),
         "volume": pl.Float64(),
     }
 )
+ARROW_TRADE_SCHEMA = pl.Schema({**TRADE_SCHEMA, "ts": pl.Datetime("us", "UTC")})
 CANDLE_SCHEMA = pl.Schema(
     {
         "symbol": pl.String(),
-        "bucket_start": pl.Datetime("us", "UTC"),
+        "bucket_start": pl.Int64(),
         "open": pl.Float64(),
         "high": pl.Float64(),
         "low": pl.Float64(),
@@ -93,11 +97,11 @@ def _roll_up(parts: pl.LazyFrame, width: int, order_by: list[str]) -> pl.DataFra
 
 def candles_from_trades(trades: pl.DataFrame) -> pl.DataFrame:
     """1m candles from trades (symbol, ts, seq, price, volume); equal timestamps are ordered by
-    `seq`, the acceptance order. `bucket_start` in the result is epoch µs."""
+    `seq`, the acceptance order."""
     price = pl.col("price")
     parts = trades.lazy().select(
         "symbol",
-        pl.col("ts").dt.epoch("us"),
+        "ts",
         "seq",
         open=price,
         high=price,
@@ -111,7 +115,7 @@ def candles_from_trades(trades: pl.DataFrame) -> pl.DataFrame:
 
 
 def roll_up(minute_candles: pl.DataFrame, interval: str) -> pl.DataFrame:
-    """Candles of a coarser `interval` from 1m candles (bucket_start as epoch µs)."""
+    """Candles of a coarser `interval` from 1m candles."""
     parts = minute_candles.lazy().with_columns(notional=pl.col("vwap") * pl.col("volume"))
     return _roll_up(parts, width_us(interval), ["bucket_start"])
 
@@ -136,30 +140,46 @@ def read_day_trades(url: str, day: date) -> pl.DataFrame:
         "SELECT symbol, ts, seq, price, volume FROM trades WHERE ts >= {} AND ts < {}"
     ).format(sql.Literal(start), sql.Literal(end))
     with adbc.connect(libpq_url(url)) as conn:
-        return pl.read_database(text.as_string(), conn, schema_overrides=TRADE_SCHEMA)
+        frame = pl.read_database(text.as_string(), conn, schema_overrides=ARROW_TRADE_SCHEMA)
+    return frame.with_columns(pl.col("ts").dt.epoch("us"))
+
+
+def _copy_out(
+    conn: Connection, name: str, params: dict[str, Any], schema: pl.Schema
+) -> pl.DataFrame:
+    """The rows of `sql/queries/<name>.sql` as CSV over COPY, straight into Polars: no Python
+    object per row. psycopg binds the parameters client-side (COPY takes none)."""
+    statement = f"COPY ({query(name)}) TO STDOUT (FORMAT csv, HEADER)"
+    with conn.cursor().copy(statement, params) as copy:
+        data = b"".join(bytes(chunk) for chunk in copy)
+    return pl.read_csv(data, schema=schema)
 
 
 def read_trades_in_minutes(conn: Connection, minutes: pl.DataFrame) -> pl.DataFrame:
     """The trades inside the (symbol, minute) buckets of `minutes`."""
     params = {"symbol": minutes["symbol"].to_list(), "minute": minutes["minute"].to_list()}
-    rows = conn.execute(query("trades_in_minutes"), params).fetchall()
-    return pl.DataFrame(rows, schema=TRADE_SCHEMA, orient="row")
+    return _copy_out(conn, "trades_in_minutes", params, TRADE_SCHEMA)
 
 
 def read_minute_candles(conn: Connection, buckets: pl.DataFrame) -> pl.DataFrame:
     """The 1m candles inside the (symbol, start, stop) buckets of `buckets`."""
     params = {c: buckets[c].to_list() for c in ("symbol", "start", "stop")}
-    rows = conn.execute(query("minute_candles_in_buckets"), params).fetchall()
-    frame = pl.DataFrame(rows, schema=CANDLE_SCHEMA, orient="row")
-    return frame.with_columns(pl.col("bucket_start").dt.epoch("us"))
+    return _copy_out(conn, "minute_candles_in_buckets", params, CANDLE_SCHEMA)
 
 
 def write_candles(conn: Connection, interval: str, candles: pl.DataFrame) -> int:
-    """Upsert `candles` (bucket_start as epoch µs) of one interval; returns the rows written."""
+    """Upsert `candles` of one interval through a staging table filled by COPY; returns the rows
+    written."""
     if candles.is_empty():
         return 0
-    params = {c: candles[c].to_list() for c in CANDLE_COLUMNS}
-    conn.execute(query("upsert_candles"), {"interval": interval, **params})
+    conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS candles_stage (symbol text, bucket_us int8,"
+        " open float8, high float8, low float8, close float8, volume float8, vwap float8,"
+        " trade_count int8) ON COMMIT DELETE ROWS"
+    )
+    with conn.cursor().copy("COPY candles_stage FROM STDIN (FORMAT csv)") as copy:
+        copy.write(candles.select(CANDLE_COLUMNS).write_csv(include_header=False))
+    conn.execute(query("upsert_candles"), {"interval": interval})
     return candles.height
 
 
@@ -178,31 +198,37 @@ class DayCandles:
     last_bucket: datetime | None
 
 
-def recompute_day(conn: Connection, url: str, interval: str, day: date) -> DayCandles:
-    """Replace one UTC day of `interval` candles, atomically: 1m from the day's trades, coarser
-    intervals from the day's 1m candles."""
+def recompute_day(
+    conn: Connection, url: str, day: date, intervals: Sequence[str] = tuple(INTERVALS)
+) -> list[DayCandles]:
+    """Replace one UTC day of candles in `intervals`, atomically: 1m from the day's trades, the
+    coarser intervals rolled up from those in memory."""
     start, end = day_window(day)
+    outcomes = []
     with conn.transaction():
         lock_candles(conn)  # from here on no micro-batch commits, so the read below is complete
-        if interval == "1m":
-            candles = candles_from_trades(read_day_trades(url, day))
-        else:
-            buckets = pl.DataFrame({"symbol": _symbols(conn), "start": start, "stop": end})
-            candles = roll_up(read_minute_candles(conn, buckets), interval)
-        conn.execute(
-            'DELETE FROM candles WHERE "interval" = %s'
-            " AND bucket_start >= %s AND bucket_start < %s",
-            (interval, start, end),
-        )
-        write_candles(conn, interval, candles)
-    bounds = candles["bucket_start"] if candles.height else None
+        minute = candles_from_trades(read_day_trades(url, day))
+        for interval in intervals:
+            candles = minute if interval == "1m" else roll_up(minute, interval)
+            conn.execute(
+                'DELETE FROM candles WHERE "interval" = %s'
+                " AND bucket_start >= %s AND bucket_start < %s",
+                (interval, start, end),
+            )
+            write_candles(conn, interval, candles)
+            outcomes.append(_outcome(day, interval, candles))
+    return outcomes
+
+
+def _outcome(day: date, interval: str, candles: pl.DataFrame) -> DayCandles:
+    bounds = candles["bucket_start"]
     return DayCandles(
         day=day,
         interval=interval,
         candles=candles.height,
         trades=int(candles["trade_count"].sum()),
-        first_bucket=_datetime(bounds.min()) if bounds is not None else None,
-        last_bucket=_datetime(bounds.max()) if bounds is not None else None,
+        first_bucket=_datetime(bounds.min()) if candles.height else None,
+        last_bucket=_datetime(bounds.max()) if candles.height else None,
     )
 
 
@@ -228,10 +254,6 @@ def refresh_buckets(conn: Connection, minutes: pl.DataFrame) -> dict[str, int]:
             conn, interval, roll_up(read_minute_candles(conn, buckets), interval)
         )
     return written
-
-
-def _symbols(conn: Connection) -> list[str]:
-    return [s for (s,) in conn.execute("SELECT symbol FROM symbols ORDER BY symbol")]
 
 
 def _datetime(epoch_us: object) -> datetime:

@@ -24,7 +24,7 @@ import pytest
 from mdp.database import Connection, connect, create_database, dagster_storage_url, with_database
 from pipelines.candles import CANDLES_LOCK_KEY, INTERVALS
 from pipelines.definitions import defs
-from pipelines.defs.candles import candle_asset_checks, candle_assets
+from pipelines.defs.candles import candle_asset_checks, candles
 from pipelines.defs.ingestion import trade_inbox_sensor
 from pipelines.defs.maintenance import prune_runs
 from pipelines.defs.resources import MarketDatabase
@@ -171,7 +171,7 @@ def test_partition_runs_recompute_days_and_checks_catch_what_disagrees(
     drain_inbox(db)
     db.execute("DELETE FROM candles")
     checked = dg.Definitions(
-        assets=candle_assets,
+        assets=[candles],
         asset_checks=candle_asset_checks,
         jobs=[dg.define_asset_job("checks_only", dg.AssetSelection.all_asset_checks())],
         resources={"market_db": MarketDatabase(url=database_url)},
@@ -185,7 +185,8 @@ def test_partition_runs_recompute_days_and_checks_catch_what_disagrees(
         },
     )
     assert backfill.success
-    assert len(backfill.asset_materializations_for_node("candles_1m")) == 2  # one per day
+    materialized = backfill.asset_materializations_for_node("candles")
+    assert sorted(m.asset_key.to_user_string() for m in materialized) == sorted(CANDLE_KEYS * 2)
     evaluations = backfill.get_asset_check_evaluations()
     assert len(evaluations) == 2 * len(INTERVALS)
     assert all(e.passed for e in evaluations)
@@ -295,9 +296,10 @@ def test_pruning_keeps_dagster_history_bounded(
         .success
     )
     backfill = dg.materialize(
-        [candle_assets[0]],
+        [candles],
         instance=instance,
         partition_key="2026-11-20",
+        selection=["candles_1d"],
         resources={"market_db": MarketDatabase(url=market_env)},
     )
     assert backfill.success

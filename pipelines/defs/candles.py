@@ -4,6 +4,7 @@ replaced in PostgreSQL a whole day at a time; with freshness policies and asset 
 Micro-batches keep today's buckets current between these runs (see `defs/ingestion.py`); a
 partition run is the backfill and the end-of-day finalization."""
 
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -30,25 +31,35 @@ def asset_name(interval: str) -> str:
     return f"candles_{interval}"
 
 
-def candle_asset(interval: str) -> dg.AssetsDefinition:
+def _spec(interval: str) -> dg.AssetSpec:
     source = "trades" if interval == "1m" else "candles_1m"
-
-    @dg.asset(
-        name=asset_name(interval),
-        partitions_def=daily_partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
+    return dg.AssetSpec(
+        asset_name(interval),
         deps=[source],
+        partitions_def=daily_partitions,
         group_name="candles",
         kinds={"polars", "postgres"},
         freshness_policy=CANDLES_FRESHNESS,
         description=f"{interval} OHLCV candles per symbol, from `{source}`; table `candles`.",
+        skippable=True,
     )
-    def candles(
-        context: dg.AssetExecutionContext, market_db: MarketDatabase
-    ) -> dg.MaterializeResult[None]:
-        with market_db.connect() as conn:
-            for key in context.partition_keys:
-                day = recompute_day(conn, market_db.url, interval, date.fromisoformat(key))
+
+
+@dg.multi_asset(
+    name="candles",
+    specs=[_spec(interval) for interval in INTERVALS],
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    can_subset=True,
+)
+def candles(
+    context: dg.AssetExecutionContext, market_db: MarketDatabase
+) -> Iterator[dg.MaterializeResult[None]]:
+    """One step per run: each day's trades are read once, 1m candles computed from them and the
+    coarser intervals rolled up in memory, then the day is replaced in one transaction."""
+    selected = [i for i in INTERVALS if dg.AssetKey(asset_name(i)) in context.selected_asset_keys]
+    with market_db.connect() as conn:
+        for key in context.partition_keys:
+            for day in recompute_day(conn, market_db.url, date.fromisoformat(key), selected):
                 context.add_asset_metadata(
                     {
                         "dagster/partition_row_count": day.candles,
@@ -56,11 +67,11 @@ def candle_asset(interval: str) -> dg.AssetsDefinition:
                         "first_bucket": _iso(day.first_bucket),
                         "last_bucket": _iso(day.last_bucket),
                     },
+                    asset_key=asset_name(day.interval),
                     partition_key=key,
                 )
-        return dg.MaterializeResult()
-
-    return candles
+    for interval in selected:
+        yield dg.MaterializeResult(asset_key=asset_name(interval))
 
 
 def _iso(moment: datetime | None) -> str:
@@ -124,5 +135,4 @@ def candle_checks(interval: str) -> list[dg.AssetChecksDefinition]:
     return [ohlc_invariants, reconciles_with_trades]
 
 
-candle_assets = [candle_asset(interval) for interval in INTERVALS]
 candle_asset_checks = [check for interval in INTERVALS for check in candle_checks(interval)]

@@ -1,8 +1,13 @@
 -- The 1m candles inside the given (symbol, [start, stop)) buckets of a coarser interval: the input
--- of a roll-up.
-SELECT c.symbol, c.bucket_start, c.open, c.high, c.low, c.close, c.volume, c.vwap, c.trade_count
+-- of a roll-up. One primary-key range scan per bucket (see trades_in_minutes.sql for OFFSET 0).
+SELECT c.symbol, (extract(epoch FROM c.bucket_start) * 1000000)::int8 AS bucket_start,
+       c.open, c.high, c.low, c.close, c.volume, c.vwap, c.trade_count
 FROM unnest(%(symbol)s::text[], %(start)s::timestamptz[], %(stop)s::timestamptz[])
     AS b(symbol, start, stop)
-JOIN candles c
-  ON c.symbol = b.symbol AND c."interval" = '1m'
- AND c.bucket_start >= b.start AND c.bucket_start < b.stop
+CROSS JOIN LATERAL (
+    SELECT symbol, bucket_start, open, high, low, close, volume, vwap, trade_count
+    FROM candles
+    WHERE symbol = b.symbol AND "interval" = '1m'
+      AND bucket_start >= b.start AND bucket_start < b.stop
+    OFFSET 0
+) c

@@ -1,0 +1,110 @@
+"""Candle benchmark: one day of trades materialized in every interval with Polars, against reading
+that day into Polars and against PostgreSQL computing the same candles; and the cost of one
+incremental micro-batch."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from datetime import date
+from typing import Any
+
+from mdp.database import connect, query
+from mdp.settings import Settings
+from pipelines.candles import INTERVALS, day_window, read_day_trades, recompute_day
+from pipelines.ingestion import promote_batch
+
+DAY = date(2026, 1, 2)
+MICRO_BATCH = 10_000
+ROUNDS = 3
+
+
+def _seed_day(url: str, trades: int, symbols: list[str]) -> None:
+    """`trades` trades spread over DAY, in pairs sharing a timestamp; accepted (negative `seq`)
+    before anything the inbox will number."""
+    with connect(url) as conn:
+        conn.execute("TRUNCATE trade_inbox, trades, candles, ingest_batches")
+        conn.execute(
+            "INSERT INTO trades (source, event_id, seq, symbol, ts, price, volume, received_at,"
+            " batch_id)"
+            " SELECT 'BENCH', i::text, i - %(trades)s, (%(symbols)s::text[])[1 + i %% %(n)s],"
+            "   %(start)s + (i / 2) * (interval '1 day' / %(trades)s * 2),"
+            "   100 + 20 * sin(i / 40000.0) + random(), 1 + floor(random() * 500), now(), 0"
+            " FROM generate_series(0, %(trades)s - 1) i",
+            {"symbols": symbols, "n": len(symbols), "start": day_window(DAY)[0], "trades": trades},
+        )
+        conn.execute("ANALYZE trades")
+
+
+def _best(action: Callable[[], object]) -> float:
+    """The best of ROUNDS wall-clock timings of `action`, in seconds."""
+    timings = []
+    for _ in range(ROUNDS):
+        started = time.perf_counter()
+        action()
+        timings.append(time.perf_counter() - started)
+    return min(timings)
+
+
+def _materialize_all(url: str) -> None:
+    with connect(url) as conn:
+        recompute_day(conn, url, DAY)
+
+
+def _sql_candles(url: str) -> None:
+    start, end = day_window(DAY)
+    with connect(url) as conn:
+        for width in INTERVALS.values():
+            params = {"width": width, "start": start, "end": end}
+            conn.execute(query("candles_by_sql"), params).fetchall()
+
+
+def _micro_batch(url: str, symbols: list[str], round_: int) -> float:
+    """Seconds to promote MICRO_BATCH new inbox ticks in the day's last hour and refresh every
+    candle they touch."""
+    end = day_window(DAY)[1]
+    with connect(url) as conn:
+        conn.execute(
+            "INSERT INTO trade_inbox (symbol, ts, price, volume, source, event_id)"
+            " SELECT (%(symbols)s::text[])[1 + i %% %(n)s],"
+            "   %(end)s - interval '1 hour' + i * (interval '1 hour' / %(count)s),"
+            "   100 + random(), 1 + floor(random() * 500), 'MICRO', %(round)s || '-' || i"
+            " FROM generate_series(0, %(count)s - 1) i",
+            {"symbols": symbols, "n": len(symbols), "end": end, "count": MICRO_BATCH,
+             "round": str(round_)},
+        )  # fmt: skip
+        conn.commit()
+        started = time.perf_counter()
+        batch = promote_batch(conn, max_rows=MICRO_BATCH)
+        elapsed = time.perf_counter() - started
+    assert batch.promoted == MICRO_BATCH
+    return elapsed
+
+
+def bench_candles(url: str, settings: Settings, *, trades: int, **_: Any) -> dict[str, Any]:
+    symbols = settings.symbol_list
+    _seed_day(url, trades, symbols)
+    read = _best(lambda: read_day_trades(url, DAY))
+    materialize = _best(lambda: _materialize_all(url))
+    sql = _best(lambda: _sql_candles(url))
+    micro = [_micro_batch(url, symbols, r) for r in range(ROUNDS)]
+    with connect(url) as conn:
+        candles: dict[str, int] = dict(
+            conn.execute('SELECT "interval", count(*) FROM candles GROUP BY 1').fetchall()
+        )
+    return {
+        "day_trades": trades,
+        "candles_per_interval": candles,
+        "read_day_into_polars_s": round(read, 3),
+        "materialize_all_intervals_s": round(materialize, 3),
+        "ratio_materialize_vs_read": round(materialize / read, 2),
+        "postgres_sql_all_intervals_s": round(sql, 3),
+        "speedup_vs_postgres_sql": round(sql / materialize, 2),
+        "micro_batch_trades": MICRO_BATCH,
+        "micro_batch_ms": {
+            "median": round(statistics.median(micro) * 1000, 1),
+            "max": round(max(micro) * 1000, 1),
+        },
+        "note": "best of 3 for the day-level timings; micro-batch = promote + refresh candles",
+    }
