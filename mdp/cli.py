@@ -59,11 +59,17 @@ def build_parser() -> argparse.ArgumentParser:
     feed.set_defaults(run=_feed)
 
     bench = commands.add_parser("bench", help="benchmarks, printed as one JSON document")
-    suites = ["ingest", "candles"]
+    suites = ["ingest", "candles", "freshness"]
     bench.add_argument("suite", choices=suites, nargs="*", default=suites)
     bench.add_argument("--rows", type=int, default=200_000, help="rows for the ingest benchmark")
     bench.add_argument(
         "--trades", type=int, default=1_000_000, help="trades in the candle benchmark's day"
+    )
+    bench.add_argument(
+        "--seconds",
+        type=int,
+        default=120,
+        help="how long the freshness benchmark runs the platform",
     )
     bench.set_defaults(run=_bench)
     return parser
@@ -149,4 +155,6 @@ def _up(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from mdp.bench import run_benchmarks
 
-    return run_benchmarks(args.suite, get_settings(), rows=args.rows, trades=args.trades)
+    return run_benchmarks(
+        args.suite, get_settings(), rows=args.rows, trades=args.trades, seconds=args.seconds
+    )

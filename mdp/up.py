@@ -66,14 +66,17 @@ def run_platform(settings: Settings, *, host: str, port: int, dagster_port: int,
         env["API_URL"] = api_url
 
         env.update(_dagster_instance(settings, database_url, embedded))
-        _say(f"dagster home {env['DAGSTER_HOME']}")
+        _say(f"dagster home {env['DAGSTER_HOME']} (logs in {settings.data_dir / 'logs'})")
 
         children.append(_spawn("api", _mdp("serve", "--host", host, "--port", str(port)), env))
         workspace = str(PROJECT_ROOT / "workspace.yaml")
         dagster_ui = f"http://{host}:{dagster_port}"
-        children.append(_spawn("daemon", ["dagster-daemon", "run", "-w", workspace], env))
+        logs = settings.data_dir.resolve() / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        daemon = ["dagster-daemon", "run", "-w", workspace]
+        children.append(_spawn("daemon", daemon, env, logs / "dagster-daemon.log"))
         webserver = ["dagster-webserver", "-h", host, "-p", str(dagster_port), "-w", workspace]
-        children.append(_spawn("dagster-ui", webserver, env))
+        children.append(_spawn("dagster-ui", webserver, env, logs / "dagster-webserver.log"))
         if feed:
             children.append(_spawn("feeder", _mdp("feed", "--url", api_url), env))
         _say(f"API          {api_url}  (docs {api_url}/docs)")
@@ -121,12 +124,25 @@ def _mdp(*args: str) -> list[str]:
     return [sys.executable, "-m", "mdp", *args]
 
 
-def _spawn(name: str, command: list[str], env: dict[str, str]) -> Child:
-    # A session of its own: the terminal's Ctrl-C reaches only us, and we stop children in order,
-    # each with its whole process group (Dagster's code servers and run workers included).
+def _spawn(name: str, command: list[str], env: dict[str, str], log: Path | None = None) -> Child:
+    """Start a child in a session of its own: the terminal's Ctrl-C reaches only us, and we stop
+    children in order, each with its whole process group (Dagster's code servers and run workers
+    included). With `log`, its output goes to that file instead of the terminal."""
     if not Path(command[0]).is_absolute():
         command = [str(Path(sys.executable).with_name(command[0])), *command[1:]]
-    process = subprocess.Popen(command, env=env, cwd=PROJECT_ROOT, start_new_session=True)
+    output = log.open("ab") if log else None
+    try:
+        process = subprocess.Popen(
+            command,
+            env=env,
+            cwd=PROJECT_ROOT,
+            start_new_session=True,
+            stdout=output,
+            stderr=subprocess.STDOUT if output else None,
+        )
+    finally:
+        if output:
+            output.close()
     return Child(name, process)
 
 

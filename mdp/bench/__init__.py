@@ -61,11 +61,13 @@ def _cpu_model() -> str:
 
 def run_benchmarks(suites: list[str], settings: Settings, **options: Any) -> int:
     from mdp.bench.candles import bench_candles
+    from mdp.bench.freshness import bench_freshness
     from mdp.bench.ingest import bench_ingest
 
     available: dict[str, Callable[..., dict[str, Any]]] = {
         "ingest": bench_ingest,
         "candles": bench_candles,
+        "freshness": bench_freshness,
     }
     with bench_database(settings) as url:
         report: dict[str, Any] = {"machine": machine(url)}
