@@ -314,7 +314,11 @@ def test_pruning_keeps_dagster_history_bounded(
 
 
 def test_finalization_after_midnight_targets_yesterday(market_env: str) -> None:
-    schedule = defs().resolve_schedule_def("finalize_yesterday_schedule")
-    tick_time = datetime(2026, 3, 2, 0, 10, tzinfo=UTC)
-    data = schedule.evaluate_tick(dg.build_schedule_context(scheduled_execution_time=tick_time))
+    loaded = defs()
+    schedule = loaded.resolve_schedule_def("finalize_yesterday_schedule")
+    context = dg.build_schedule_context(
+        scheduled_execution_time=datetime(2026, 3, 2, 0, 10, tzinfo=UTC),
+        repository_def=loaded.get_repository_def(),
+    )
+    data = schedule.evaluate_tick(context)
     assert [r.partition_key for r in data.run_requests or []] == ["2026-03-01"]
