@@ -4,6 +4,7 @@ Dagster daemon), measuring how long an acknowledged trade takes to reach materia
 from __future__ import annotations
 
 import signal
+import sys
 import tempfile
 import time
 from typing import Any
@@ -43,7 +44,7 @@ def bench_freshness(url: str, settings: Settings, *, seconds: int, **_: Any) -> 
             "INGEST_PASSWORD": "",
         }
         args = ["up", "--port", str(port), "--dagster-port", str(free_port())]
-        platform = spawn_mdp(args, env)
+        platform = spawn_mdp(args, env, stdout=sys.stderr)  # stdout carries the JSON report
         try:
             wait_until_live(f"http://127.0.0.1:{port}", platform, timeout=120)
             _wait_for_first_batch(url, timeout=180)
