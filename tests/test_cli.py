@@ -7,7 +7,9 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -68,10 +70,48 @@ ACKED = "SELECT ((SELECT count(*) FROM trade_inbox) + (SELECT count(*) FROM trad
 CANDLES = 'SELECT count(DISTINCT "interval")::int FROM candles'
 
 
-def _run_up(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+def _run_up(data_dir: Path, port: int, dagster_port: int) -> subprocess.Popen[bytes]:
     env = {**WITHOUT_CREDENTIALS, "MDP_DATA_DIR": str(data_dir), "INGESTION_INTERVAL_SECONDS": "2"}
     env.pop("DATABASE_URL", None)
-    return spawn_mdp(["up", "--port", str(port), "--dagster-port", str(free_port())], env)
+    return spawn_mdp(["up", "--port", str(port), "--dagster-port", str(dagster_port)], env)
+
+
+LAUNCH_BACKFILL = """
+mutation ($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+  }
+}"""
+BACKFILL_STATUS = """
+query ($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    ... on PartitionBackfill { status runs(limit: 10) { status } }
+  }
+}"""
+
+
+def _backfill_like_the_ui(dagster_url: str, days: list[str]) -> dict[str, Any]:
+    """Launch a candle backfill with the GraphQL mutation the Dagster UI sends; its final state."""
+    keys = [{"path": [f"candles_{i}"]} for i in ("1m", "5m", "15m", "1h", "1d")]
+    params = {"assetSelection": keys, "partitionNames": days}
+    launched = httpx.post(
+        f"{dagster_url}/graphql",
+        json={"query": LAUNCH_BACKFILL, "variables": {"params": params}},
+        timeout=30,
+    ).json()["data"]["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        backfill: dict[str, Any] = httpx.post(
+            f"{dagster_url}/graphql",
+            json={"query": BACKFILL_STATUS, "variables": {"id": launched["backfillId"]}},
+            timeout=30,
+        ).json()["data"]["partitionBackfillOrError"]
+        if backfill["status"].startswith("COMPLETED") or backfill["status"] == "FAILED":
+            return backfill
+        time.sleep(1)
+    raise AssertionError("the backfill did not finish")
 
 
 def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
@@ -87,9 +127,9 @@ def test_up_runs_the_platform_on_the_embedded_default_and_stops_cleanly(
     tmp_path: Path, sig: signal.Signals
 ) -> None:
     data_dir = tmp_path / "data"
-    port = free_port()
+    port, dagster_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
-    up = _run_up(data_dir, port)
+    up = _run_up(data_dir, port, dagster_port)
     try:
         _wait_ready(url, up)
         deadline = time.monotonic() + 30
@@ -100,6 +140,11 @@ def test_up_runs_the_platform_on_the_embedded_default_and_stops_cleanly(
         while _count(data_dir, CANDLES) < 5:
             assert time.monotonic() < deadline, "no candles materialized"
             time.sleep(1)
+        if sig == signal.SIGTERM:  # once is enough: the backfill daemon takes its time
+            today = datetime.now(UTC).date()
+            days = [(today - timedelta(days=n)).isoformat() for n in (2, 1, 0)]
+            backfill = _backfill_like_the_ui(f"http://127.0.0.1:{dagster_port}", days)
+            assert backfill == {"status": "COMPLETED_SUCCESS", "runs": [{"status": "SUCCESS"}]}
         fed = _count(data_dir, ACKED)
         up.send_signal(sig)
         assert up.wait(timeout=30) == 0
@@ -107,7 +152,7 @@ def test_up_runs_the_platform_on_the_embedded_default_and_stops_cleanly(
         stop(up)
     assert _platform_processes(data_dir) == []
 
-    up = _run_up(data_dir, port)  # the data folder persists across restarts
+    up = _run_up(data_dir, port, dagster_port)  # the data folder persists across restarts
     try:
         _wait_ready(url, up)
         assert _count(data_dir, ACKED) >= fed
