@@ -42,6 +42,8 @@ CANDLE_COLUMNS = (
     "volume",
     "vwap",
     "trade_count",
+    "open_at",
+    "close_at",
 )
 # Inside the computation every timestamp is epoch microseconds (UTC).
 TRADE_SCHEMA = pl.Schema(
@@ -65,6 +67,8 @@ CANDLE_SCHEMA = pl.Schema(
         "volume": pl.Float64(),
         "vwap": pl.Float64(),
         "trade_count": pl.Int64(),
+        "open_at": pl.Int64(),
+        "close_at": pl.Int64(),
     }
 )
 
@@ -86,6 +90,8 @@ def _roll_up(parts: pl.LazyFrame, width: int, order_by: list[str]) -> pl.DataFra
             volume=pl.col("volume").sum(),
             notional=pl.col("notional").sum(),
             trade_count=pl.col("trade_count").sum(),
+            open_at=pl.col("open_at").min(),
+            close_at=pl.col("close_at").max(),
         )
         .with_columns(vwap=pl.col("notional") / pl.col("volume"))
         .rename({"bucket": "bucket_start"})
@@ -110,6 +116,8 @@ def candles_from_trades(trades: pl.DataFrame) -> pl.DataFrame:
         volume=pl.col("volume"),
         notional=price * pl.col("volume"),
         trade_count=pl.lit(1, pl.Int64),
+        open_at="ts",
+        close_at="ts",
     )
     return _roll_up(parts, width_us("1m"), ["ts", "seq"])
 
@@ -175,7 +183,7 @@ def write_candles(conn: Connection, interval: str, candles: pl.DataFrame) -> int
     conn.execute(
         "CREATE TEMP TABLE IF NOT EXISTS candles_stage (symbol text, bucket_us int8,"
         " open float8, high float8, low float8, close float8, volume float8, vwap float8,"
-        " trade_count int8) ON COMMIT DELETE ROWS"
+        " trade_count int8, open_us int8, close_us int8) ON COMMIT DELETE ROWS"
     )
     with conn.cursor().copy("COPY candles_stage FROM STDIN (FORMAT csv)") as copy:
         copy.write(candles.select(CANDLE_COLUMNS).write_csv(include_header=False))

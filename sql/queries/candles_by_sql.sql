@@ -8,7 +8,9 @@ SELECT symbol,
        (array_agg(price ORDER BY ts DESC, seq DESC))[1] AS close,
        sum(volume) AS volume,
        sum(price * volume) / sum(volume) AS vwap,
-       count(*) AS trade_count
+       count(*) AS trade_count,
+       min(ts) AS open_at,
+       max(ts) AS close_at
 FROM trades
 WHERE ts >= %(start)s AND ts < %(end)s
 GROUP BY 1, 2
