@@ -17,14 +17,8 @@ import polars as pl
 from psycopg import sql
 
 from mdp.database import Connection, libpq_url, query
+from mdp.intervals import INTERVALS
 
-INTERVALS: dict[str, timedelta] = {
-    "1m": timedelta(minutes=1),
-    "5m": timedelta(minutes=5),
-    "15m": timedelta(minutes=15),
-    "1h": timedelta(hours=1),
-    "1d": timedelta(days=1),
-}
 ROLLUP_INTERVALS = ("5m", "15m", "1h", "1d")
 
 # Every writer of trades and candles holds this lock for its whole transaction: a micro-batch

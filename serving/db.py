@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from fastapi import Depends, Request
 from psycopg_pool import AsyncConnectionPool
 
 from mdp.database import libpq_url
@@ -21,3 +24,11 @@ def make_pool(database_url: str) -> AsyncConnectionPool:
         open=False,
         name="market",
     )
+
+
+def _pool(request: Request) -> AsyncConnectionPool:
+    pool: AsyncConnectionPool = request.app.state.pool
+    return pool
+
+
+Pool = Annotated[AsyncConnectionPool, Depends(_pool)]

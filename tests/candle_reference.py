@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from mdp.database import Connection, query
-from pipelines.candles import INTERVALS
+from mdp.intervals import INTERVALS
 
 EVER = (datetime(1970, 1, 2, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
 Candle = tuple[str, datetime, float, float, float, float, float, float, int, datetime, datetime]

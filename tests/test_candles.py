@@ -10,7 +10,8 @@ from typing import Any
 import httpx
 
 from mdp.database import Connection
-from pipelines.candles import INTERVALS, recompute_day
+from mdp.intervals import INTERVALS
+from pipelines.candles import recompute_day
 from pipelines.ingestion import drain_inbox
 from tests.candle_reference import assert_candles_match_trades
 from tests.test_ingest_api import tick

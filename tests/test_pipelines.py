@@ -22,7 +22,8 @@ import psycopg
 import pytest
 
 from mdp.database import Connection, connect, create_database, dagster_storage_url, with_database
-from pipelines.candles import CANDLES_LOCK_KEY, INTERVALS
+from mdp.intervals import INTERVALS
+from pipelines.candles import CANDLES_LOCK_KEY
 from pipelines.definitions import defs
 from pipelines.defs.candles import candles
 from pipelines.defs.ingestion import trade_inbox_sensor

@@ -11,8 +11,9 @@ from datetime import date
 from typing import Any
 
 from mdp.database import connect, query
+from mdp.intervals import INTERVALS
 from mdp.settings import Settings
-from pipelines.candles import INTERVALS, day_window, read_day_trades, recompute_day
+from pipelines.candles import day_window, read_day_trades, recompute_day
 from pipelines.ingestion import promote_batch
 
 DAY = date(2026, 1, 2)

@@ -11,8 +11,9 @@ from typing import Any
 import dagster as dg
 
 from mdp.database import query
+from mdp.intervals import INTERVALS
 from mdp.settings import get_settings
-from pipelines.candles import INTERVALS, day_window, recompute_day
+from pipelines.candles import day_window, recompute_day
 from pipelines.defs.resources import MarketDatabase
 
 daily_partitions = dg.DailyPartitionsDefinition(

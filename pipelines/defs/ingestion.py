@@ -9,8 +9,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
+from mdp.intervals import INTERVALS
 from mdp.settings import get_settings
-from pipelines.candles import INTERVALS
 from pipelines.defs.candles import asset_name, daily_partitions
 from pipelines.defs.resources import MarketDatabase
 from pipelines.ingestion import DEFAULT_MAX_ROWS, drain_inbox, inbox_span, record_idle_cycle

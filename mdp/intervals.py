@@ -1,0 +1,11 @@
+"""The candle intervals (DESIGN §3.5): one place for the pipelines and the API."""
+
+from datetime import timedelta
+
+INTERVALS: dict[str, timedelta] = {
+    "1m": timedelta(minutes=1),
+    "5m": timedelta(minutes=5),
+    "15m": timedelta(minutes=15),
+    "1h": timedelta(hours=1),
+    "1d": timedelta(days=1),
+}

@@ -1,0 +1,261 @@
+"""Market-data reads: symbols, tickers (latest trade and today's figures), trade history and
+candles. Candles are live: materialized buckets merged with trades accepted moments ago."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from pydantic import BaseModel
+
+from mdp.database import query
+from mdp.intervals import INTERVALS
+from serving.db import Pool
+from serving.errors import Refusal
+
+router = APIRouter(tags=["market data"])
+
+Interval = Literal["1m", "5m", "15m", "1h", "1d"]
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": Refusal, "description": "unknown symbol"}
+}
+
+
+class Symbol(BaseModel):
+    symbol: str
+    first_trade_at: datetime | None
+    last_trade_at: datetime | None
+
+
+class Symbols(BaseModel):
+    symbols: list[Symbol]
+
+
+class Trade(BaseModel):
+    ts: datetime
+    price: float
+    volume: float
+    source: str
+    event_id: str
+
+
+class DayFigures(BaseModel):
+    """Today (UTC) so far, pending trades included; change is against yesterday's close."""
+
+    date: str
+    open: float
+    high: float
+    low: float
+    last: float
+    volume: float
+    trade_count: int
+    previous_close: float | None
+    change: float | None
+    change_percent: float | None
+
+
+class Ticker(BaseModel):
+    symbol: str
+    last_trade: Trade | None
+    today: DayFigures | None
+
+
+class TradeHistory(BaseModel):
+    symbol: str
+    trades: list[Trade]
+    next_before: str | None = None
+    """Pass as `before` for the next (older) page; absent on the last page."""
+
+
+class Candle(BaseModel):
+    bucket_start: datetime
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    vwap: float
+    trade_count: int
+    is_final: bool
+
+
+class CandlesPage(BaseModel):
+    symbol: str
+    interval: Interval
+    candles: list[Candle]
+    next_page_token: str | None
+
+
+async def known_symbol(request: Request, symbol: str) -> str:
+    registry = request.app.state.symbols
+    if symbol not in registry.symbols:
+        await registry.refresh()
+        if symbol not in registry.symbols:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown symbol {symbol!r}")
+    return symbol
+
+
+def aware(moment: datetime | None, name: str) -> datetime | None:
+    if moment is not None and moment.tzinfo is None:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"{name} needs a zone offset (e.g. Z)"
+        )
+    return moment.astimezone(UTC) if moment else None
+
+
+@router.get("/symbols")
+async def symbols(pool: Pool) -> Symbols:
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT symbol, first_trade_at, last_trade_at FROM symbols ORDER BY symbol"
+        )
+        rows = await cur.fetchall()
+    return Symbols(
+        symbols=[Symbol(symbol=s, first_trade_at=f, last_trade_at=la) for s, f, la in rows]
+    )
+
+
+async def _ticker(request: Request, pool: Pool, symbol: str) -> Ticker:
+    await known_symbol(request, symbol)
+    today = datetime.now(UTC).date()
+    start = datetime.combine(today - timedelta(days=1), time(), UTC)
+    async with pool.connection() as conn:
+        latest = await (await conn.execute(query("latest_trade"), {"symbol": symbol})).fetchone()
+        days = await (
+            await conn.execute(
+                "SELECT bucket_start, open, high, low, close, volume, trade_count"
+                " FROM live_candles(%s, '1d', '1 day', %s, %s, 2)",
+                (symbol, start, start + timedelta(days=2)),
+            )
+        ).fetchall()
+    by_day = {row[0].date(): row for row in days}
+    figures = None
+    if current := by_day.get(today):
+        _, open_, high, low, last, volume, count = current
+        previous = by_day.get(today - timedelta(days=1))
+        previous_close = previous[4] if previous else None
+        change = last - previous_close if previous_close else None
+        figures = DayFigures(
+            date=today.isoformat(),
+            open=open_,
+            high=high,
+            low=low,
+            last=last,
+            volume=volume,
+            trade_count=count,
+            previous_close=previous_close,
+            change=change,
+            change_percent=100 * change / previous_close
+            if change is not None and previous_close
+            else None,
+        )
+    last_trade = Trade(**dict(zip(Trade.model_fields, latest[:5], strict=True))) if latest else None
+    return Ticker(symbol=symbol, last_trade=last_trade, today=figures)
+
+
+@router.get("/tickers/{symbol}", responses=NOT_FOUND)
+async def ticker(request: Request, pool: Pool, symbol: str) -> Ticker:
+    """The latest trade and today's open, high, low, last, volume and change."""
+    return await _ticker(request, pool, symbol)
+
+
+@router.get("/tickets/{symbol}", responses=NOT_FOUND, deprecated=True)
+async def ticket(request: Request, pool: Pool, symbol: str) -> Ticker:
+    """The older spelling of `/tickers/{symbol}`, kept for existing clients."""
+    return await _ticker(request, pool, symbol)
+
+
+def _cursor(before: str | None) -> tuple[datetime, int]:
+    """`before` is a `next_before` cursor (`<RFC 3339 time>~<seq>`) or a plain RFC 3339 time."""
+    if before is None:
+        return datetime.max.replace(tzinfo=UTC), 0
+    moment, _, seq = before.partition("~")
+    try:
+        parsed = aware(datetime.fromisoformat(moment), "before")
+        return parsed or datetime.max.replace(tzinfo=UTC), int(seq) if seq else 0
+    except ValueError as exc:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"before is not a cursor or time: {before!r}"
+        ) from exc
+
+
+async def _history(
+    request: Request, pool: Pool, symbol: str, limit: int, before: str | None
+) -> TradeHistory:
+    await known_symbol(request, symbol)
+    ts, seq = _cursor(before)
+    params = {"symbol": symbol, "ts": ts, "seq": seq, "limit": limit + 1}
+    async with pool.connection() as conn:
+        rows = await (await conn.execute(query("trade_history"), params)).fetchall()
+    trades = [Trade(**dict(zip(Trade.model_fields, row[:5], strict=True))) for row in rows[:limit]]
+    more = len(rows) > limit
+    last = rows[limit - 1] if more else None
+    next_before = f"{last[0].astimezone(UTC).isoformat()}~{last[5]}" if last else None
+    return TradeHistory(symbol=symbol, trades=trades, next_before=next_before)
+
+
+Limit = Annotated[int, Query(ge=1, le=1000)]
+
+
+@router.get("/tickers/{symbol}/history", responses=NOT_FOUND)
+async def history(
+    request: Request, pool: Pool, symbol: str, limit: Limit = 100, before: str | None = None
+) -> TradeHistory:
+    """Canonical trades, newest first; page with `before` = the previous page's `next_before`."""
+    return await _history(request, pool, symbol, limit, before)
+
+
+@router.get("/tickets/{symbol}/history", responses=NOT_FOUND, deprecated=True)
+async def ticket_history(
+    request: Request, pool: Pool, symbol: str, limit: Limit = 100, before: str | None = None
+) -> TradeHistory:
+    """The older spelling of `/tickers/{symbol}/history`."""
+    return await _history(request, pool, symbol, limit, before)
+
+
+@router.get("/candles", response_model=CandlesPage, responses=NOT_FOUND)
+async def candles(
+    request: Request,
+    pool: Pool,
+    symbol: str,
+    interval: Interval = "1m",
+    start: datetime | None = None,
+    end: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    page_token: str | None = None,
+) -> Response:
+    """OHLCV candles with `bucket_start` in [start, end), oldest first (defaults: the last day).
+    The bucket still filling, and any bucket with trades accepted but not yet materialized,
+    comes merged with those trades and `is_final: false`."""
+    await known_symbol(request, symbol)
+    end = aware(end, "end") or datetime.now(UTC)
+    start = aware(start, "start") or end - timedelta(days=1)
+    if start > end:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "start is after end")
+    width = INTERVALS[interval]
+    if page_token:
+        try:
+            start = max(start, datetime.fromisoformat(page_token) + width)
+        except ValueError as exc:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT, "page_token is not one we issued"
+            ) from exc
+    params = {
+        "symbol": symbol,
+        "interval": interval,
+        "width": width,
+        "start": start,
+        "end": end,
+        "limit": limit,
+    }
+    async with pool.connection() as conn:
+        row = await (await conn.execute(query("candles_page"), params)).fetchone()
+    assert row is not None
+    body, last_bucket, more = row
+    token = f'"{last_bucket.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"' if more else "null"
+    content = (
+        f'{{"symbol":"{symbol}","interval":"{interval}","candles":{body},'
+        f'"next_page_token":{token}}}'
+    )
+    return Response(content, media_type="application/json")
