@@ -13,7 +13,7 @@ from mdp.settings import Settings, get_settings
 from serving.db import make_pool
 from serving.errors import DATABASE_UNAVAILABLE, install_error_handlers
 from serving.inbox import InboxWriter
-from serving.routers import health, ingest, market
+from serving.routers import health, ingest, market, polygon
 from serving.symbols import SymbolRegistry
 
 log = logging.getLogger(__name__)
@@ -67,5 +67,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(ingest.router)
     app.include_router(market.router)
+    app.include_router(polygon.router)
     app.include_router(health.router)
     return app

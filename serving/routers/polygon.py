@@ -1,0 +1,207 @@
+"""A Polygon/Massive-compatible subset (aggregate bars, last trade), so existing clients such as
+the official `massive` Python client work against this platform unchanged."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from mdp.database import query
+from mdp.intervals import INTERVALS
+from serving.db import Pool
+from serving.routers.market import known_symbol
+
+router = APIRouter(prefix="/v2", tags=["polygon compatible"])
+
+Timespan = Literal["minute", "hour", "day", "week", "month", "quarter", "year"]
+EPOCH_MS = re.compile(r"^-?\d+$")
+
+
+class Bar(BaseModel):
+    o: float
+    h: float
+    l: float  # noqa: E741 - Polygon's field name
+    c: float
+    v: float
+    vw: float
+    n: int
+    t: int
+    """Bar start, Unix milliseconds (UTC)."""
+
+
+class Aggregates(BaseModel):
+    ticker: str
+    queryCount: int
+    resultsCount: int
+    adjusted: bool
+    results: list[Bar] | None = None
+    """Absent when there are no bars."""
+    status: str
+    request_id: str
+    count: int
+    next_url: str | None = None
+    """Absent on the last page."""
+
+
+class LastTradeResult(BaseModel):
+    T: str
+    p: float
+    s: float
+    t: int
+    """Trade time, Unix nanoseconds."""
+    y: int
+    q: int
+    i: str
+    source: str
+
+
+class LastTrade(BaseModel):
+    status: str
+    request_id: str
+    results: LastTradeResult
+
+
+@dataclass(frozen=True)
+class BarShape:
+    """How bars of `multiplier` times `timespan` are made from a stored base interval."""
+
+    base: str
+    align: str  # day | epoch | monday | months
+    width: timedelta
+    months: int
+
+
+def bar_shape(multiplier: int, timespan: str) -> BarShape:
+    if timespan in ("minute", "hour"):
+        width = (
+            timedelta(minutes=multiplier) if timespan == "minute" else timedelta(hours=multiplier)
+        )
+        base = next(i for i in ("1h", "15m", "5m", "1m") if width % INTERVALS[i] == timedelta(0))
+        return BarShape(base, "day", width, 0)
+    if timespan == "day":
+        return BarShape("1d", "epoch", timedelta(days=multiplier), 0)
+    if timespan == "week":
+        return BarShape("1d", "monday", timedelta(weeks=multiplier), 0)
+    months = {"month": 1, "quarter": 3, "year": 12}[timespan] * multiplier
+    return BarShape("1d", "months", timedelta(0), months)
+
+
+def _bound(value: str, *, end: bool) -> datetime:
+    """`from`/`to` as Unix milliseconds (a bar starting at `to` is included) or a date (whole
+    days, `to` inclusive); the result is a half-open bound."""
+    if EPOCH_MS.match(value):
+        moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=int(value))
+        return moment + timedelta(milliseconds=1) if end else moment
+    try:
+        day = datetime.combine(date.fromisoformat(value), datetime.min.time(), UTC)
+    except ValueError as exc:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"{value!r} is neither YYYY-MM-DD nor Unix milliseconds",
+        ) from exc
+    return day + timedelta(days=1) if end else day
+
+
+def _request_id() -> str:
+    return uuid.uuid4().hex
+
+
+@router.get(
+    "/aggs/ticker/{ticker}/range/{multiplier}/{timespan}/{from_}/{to}",
+    response_model=Aggregates,
+    response_model_exclude_none=True,
+)
+async def aggregates(
+    request: Request,
+    pool: Pool,
+    ticker: str,
+    multiplier: Annotated[int, Path(ge=1, le=100_000)],
+    timespan: Timespan,
+    from_: str,
+    to: str,
+    adjusted: bool = True,
+    sort: Literal["asc", "desc"] = "asc",
+    limit: Annotated[int, Query(ge=1, le=50_000)] = 5000,
+) -> Response:
+    """Aggregate bars (`o h l c v vw n t`) as Polygon serves them; an unknown ticker gives
+    `resultsCount: 0`. `adjusted` is accepted and echoed (trades here are never split-adjusted)."""
+    start, end = _bound(from_, end=False), _bound(to, end=True)
+    if start >= end:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "from is after to")
+    envelope: dict[str, Any] = {
+        "ticker": ticker,
+        "queryCount": 0,
+        "resultsCount": 0,
+        "adjusted": adjusted,
+        "status": "OK",
+        "request_id": _request_id(),
+        "count": 0,
+    }
+    try:
+        await known_symbol(request, ticker)
+    except HTTPException:
+        return JSONResponse(envelope)
+    shape = bar_shape(multiplier, timespan)
+    params = {
+        "symbol": ticker,
+        "base": shape.base,
+        "base_width": INTERVALS[shape.base],
+        "start": start,
+        "end": end,
+        "align": shape.align,
+        "width": shape.width,
+        "months": shape.months,
+        "sign": 1 if sort == "asc" else -1,
+        "limit": limit,
+    }
+    async with pool.connection() as conn:
+        row = await (await conn.execute(query("polygon_aggs"), params)).fetchone()
+    assert row is not None
+    results, count, last_t, more = row
+    envelope.update(queryCount=count, resultsCount=count, count=count)
+    if more:
+        next_from, next_to = (str(last_t + 1), to) if sort == "asc" else (from_, str(last_t - 1))
+        path = f"/v2/aggs/ticker/{ticker}/range/{multiplier}/{timespan}/{next_from}/{next_to}"
+        query_string = f"adjusted={str(adjusted).lower()}&sort={sort}&limit={limit}"
+        envelope["next_url"] = f"{str(request.base_url).rstrip('/')}{path}?{query_string}"
+    if not count:
+        return JSONResponse(envelope)
+    head = json.dumps(envelope, separators=(",", ":"))[:-1]  # without its closing brace
+    return Response(f'{head},"results":{results}}}', media_type="application/json")
+
+
+@router.get(
+    "/last/trade/{ticker}",
+    response_model=LastTrade,
+    responses={404: {"description": "no trade for this ticker"}},
+)
+async def last_trade(request: Request, pool: Pool, ticker: str) -> Response:
+    """The latest trade, Polygon-style (times in Unix nanoseconds, `q` the acceptance order)."""
+    not_found = JSONResponse(
+        {"status": "NOT_FOUND", "request_id": _request_id(), "message": "Data not found."},
+        status_code=status.HTTP_404_NOT_FOUND,
+    )
+    try:
+        await known_symbol(request, ticker)
+    except HTTPException:
+        return not_found
+    async with pool.connection() as conn:
+        row = await (await conn.execute(query("latest_trade"), {"symbol": ticker})).fetchone()
+    if row is None:
+        return not_found
+    ts, price, volume, source, event_id, seq = row
+    nanos = (ts - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1) * 1000
+    result = LastTradeResult(
+        T=ticker, p=price, s=volume, t=nanos, y=nanos, q=seq, i=event_id, source=source
+    )
+    return JSONResponse(
+        LastTrade(status="OK", request_id=_request_id(), results=result).model_dump()
+    )

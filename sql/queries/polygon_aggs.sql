@@ -1,0 +1,49 @@
+-- Polygon-style aggregate bars, built as JSON by PostgreSQL: live candles of a stored base
+-- interval rolled up into bars of %(width)s (minutes and hours aligned from each UTC day's start,
+-- days from the epoch, weeks from a Monday) or of %(months)s calendar months. Bars starting in
+-- [start, end), in %(sign)s order (1 ascending, -1 descending), at most %(limit)s + 1.
+WITH base AS (
+    SELECT *
+    FROM live_candles(%(symbol)s, %(base)s, %(base_width)s, %(start)s, %(end)s, 100000000)
+),
+months AS (
+    SELECT *, (extract(year FROM bucket_start AT TIME ZONE 'UTC')::int * 12
+               + extract(month FROM bucket_start AT TIME ZONE 'UTC')::int - 1)
+              / greatest(%(months)s, 1) * greatest(%(months)s, 1) AS month_index
+    FROM base
+),
+bars AS (
+    SELECT CASE %(align)s
+               WHEN 'day' THEN date_bin(%(width)s, bucket_start,
+                                        date_trunc('day', bucket_start, 'UTC'))
+               WHEN 'epoch' THEN date_bin(%(width)s, bucket_start, 'epoch')
+               WHEN 'monday' THEN date_bin(%(width)s, bucket_start, '1970-01-05 00:00+00')
+               ELSE make_timestamptz(month_index / 12, month_index %% 12 + 1, 1, 0, 0, 0, 'UTC')
+           END AS t,
+           (array_agg(open ORDER BY bucket_start))[1] AS o,
+           max(high) AS h,
+           min(low) AS l,
+           (array_agg(close ORDER BY bucket_start DESC))[1] AS c,
+           sum(volume) AS v,
+           sum(vwap * volume) / sum(volume) AS vw,
+           sum(trade_count) AS n
+    FROM months
+    GROUP BY 1
+),
+page AS (
+    SELECT *, row_number() OVER (ORDER BY extract(epoch FROM t) * %(sign)s) AS k
+    FROM bars
+    WHERE t >= %(start)s AND t < %(end)s
+)
+SELECT coalesce(
+           json_agg(json_build_object(
+               'v', v, 'vw', vw, 'o', o, 'c', c, 'h', h, 'l', l,
+               't', (extract(epoch FROM t) * 1000)::int8, 'n', n
+           ) ORDER BY k) FILTER (WHERE k <= %(limit)s),
+           '[]'
+       )::text AS results,
+       count(*) FILTER (WHERE k <= %(limit)s) AS results_count,
+       (array_agg((extract(epoch FROM t) * 1000)::int8 ORDER BY k)
+           FILTER (WHERE k <= %(limit)s))[%(limit)s] AS last_t,
+       count(*) > %(limit)s AS more
+FROM page
