@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Sequence
 
 from mdp.settings import get_settings
@@ -88,6 +91,12 @@ def _migrate(_: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    # Request metrics from every worker meet in one folder (prometheus-client multiprocess mode);
+    # set before anything imports prometheus-client.
+    metrics_dir = tempfile.mkdtemp(prefix="mdp-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    atexit.register(shutil.rmtree, metrics_dir, ignore_errors=True)
+
     import uvicorn
 
     from serving.app import MissingCredentials, check_credentials

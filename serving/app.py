@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from datetime import UTC, datetime
 
 from fastapi import FastAPI
 
@@ -13,7 +14,8 @@ from mdp.settings import Settings, get_settings
 from serving.db import make_pool
 from serving.errors import DATABASE_UNAVAILABLE, install_error_handlers
 from serving.inbox import InboxWriter
-from serving.routers import health, ingest, market, polygon
+from serving.metrics import RequestMetrics
+from serving.routers import health, ingest, market, ops, polygon
 from serving.symbols import SymbolRegistry
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.started_at = datetime.now(UTC)
     app.state.pool = make_pool(settings.database_url)
     app.state.inbox = InboxWriter(app.state.pool)
     app.state.symbols = SymbolRegistry(app.state.pool)
@@ -68,5 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ingest.router)
     app.include_router(market.router)
     app.include_router(polygon.router)
+    app.include_router(ops.router)
     app.include_router(health.router)
+    app.add_middleware(RequestMetrics)
     return app

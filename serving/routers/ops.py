@@ -1,0 +1,216 @@
+"""Operations: `/status/ingestion` (the heartbeat freshness model) and `/metrics` (JSON by default,
+Prometheus or OpenMetrics text when the Accept header prefers it)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from fastapi import APIRouter, Request, Response, status
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.openmetrics import exposition as openmetrics
+from pydantic import BaseModel
+
+from mdp.database import query
+from serving.errors import DATABASE_UNAVAILABLE
+from serving.metrics import latency_summary, registry
+
+router = APIRouter(tags=["ops"])
+
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Database(BaseModel):
+    healthy: bool
+    latency_ms: float | None
+
+
+class IngestionStatus(BaseModel):
+    status: Literal["alive", "stale", "unknown"]
+    alive: bool
+    heartbeat_at: datetime | None
+    """End of the last ingestion cycle (a micro-batch, or a look at an empty inbox)."""
+    heartbeat_age_seconds: float | None
+    stale_threshold_seconds: float
+    """3 times INGESTION_INTERVAL_SECONDS."""
+    seconds_since_last_trade: float | None
+    """Since the time of the latest trade accepted (promoted or still pending)."""
+    db: Database
+    uptime_seconds: float
+    started_at: datetime
+
+
+class Counts(BaseModel):
+    trades: int | None
+    candles: int | None
+    symbols: int | None
+    inbox_pending: int | None
+
+
+class RouteLatency(BaseModel):
+    count: int
+    p50: float
+    p95: float
+    p99: float
+    max: float
+
+
+class Metrics(BaseModel):
+    started_at: datetime
+    uptime_seconds: float
+    counts: Counts
+    api_latency_ms: dict[str, RouteLatency]
+    """Per `METHOD /route`, across all API workers; percentiles interpolated in buckets."""
+    db: Database
+    ingestion: IngestionStatus
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One look at the database; empty when it could not be reached."""
+
+    latency_ms: float | None = None
+    heartbeat_at: datetime | None = None
+    last_trade_at: datetime | None = None
+    counts: tuple[int | None, ...] = (None, None, None, None)
+    now: datetime | None = None
+
+
+async def _snapshot(request: Request) -> Snapshot:
+    try:
+        async with request.app.state.pool.connection() as conn:
+            started = time.perf_counter()
+            row = await (await conn.execute(query("platform_snapshot"))).fetchone()
+            latency = (time.perf_counter() - started) * 1000
+    except DATABASE_UNAVAILABLE:
+        return Snapshot()
+    assert row is not None
+    heartbeat_at, last_trade_at, *counts, now = row
+    return Snapshot(round(latency, 3), heartbeat_at, last_trade_at, tuple(counts), now)
+
+
+def _status(request: Request, snap: Snapshot) -> IngestionStatus:
+    settings = request.app.state.settings
+    started_at: datetime = request.app.state.started_at
+    threshold = 3 * settings.ingestion_interval_seconds
+    age = since_trade = None
+    if snap.now and snap.heartbeat_at:
+        age = max(0.0, (snap.now - snap.heartbeat_at).total_seconds())
+    if snap.now and snap.last_trade_at:
+        since_trade = max(0.0, (snap.now - snap.last_trade_at).total_seconds())
+    state: Literal["alive", "stale", "unknown"] = (
+        "unknown" if age is None else "alive" if age <= threshold else "stale"
+    )
+    return IngestionStatus(
+        status=state,
+        alive=state == "alive",
+        heartbeat_at=snap.heartbeat_at,
+        heartbeat_age_seconds=age,
+        stale_threshold_seconds=threshold,
+        seconds_since_last_trade=since_trade,
+        db=Database(healthy=snap.now is not None, latency_ms=snap.latency_ms),
+        uptime_seconds=round(time.time() - started_at.timestamp(), 3),
+        started_at=started_at,
+    )
+
+
+@router.get("/status/ingestion", responses={503: {"model": IngestionStatus}})
+async def ingestion_status(request: Request) -> JSONResponse:
+    """Alive while the last ingestion cycle is younger than 3 times INGESTION_INTERVAL_SECONDS."""
+    report = _status(request, await _snapshot(request))
+    code = status.HTTP_200_OK if report.db.healthy else status.HTTP_503_SERVICE_UNAVAILABLE
+    return JSONResponse(report.model_dump(mode="json"), status_code=code)
+
+
+def _preferred(accept: str) -> str:
+    """The best of JSON, OpenMetrics and Prometheus text for an Accept header; JSON on a tie."""
+    offers = {"application/json": 0.0, "application/openmetrics-text": 0.0, "text/plain": 0.0}
+    for part in accept.split(","):
+        media, *params = (p.strip() for p in part.split(";"))
+        weight = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip() == "q":
+                try:
+                    weight = float(value)
+                except ValueError:
+                    weight = 0.0
+        for offer in offers:
+            if media in (offer, "*/*", offer.split("/")[0] + "/*"):
+                exact = media == offer
+                offers[offer] = max(offers[offer], weight + (0.001 if exact else 0.0))
+    best = max(offers.values())
+    return (
+        "application/json"
+        if offers["application/json"] == best
+        else max(offers, key=offers.__getitem__)
+    )
+
+
+def _platform_families(report: Metrics) -> list[GaugeMetricFamily]:
+    counts = report.counts
+    ingestion = report.ingestion
+    values: list[tuple[str, str, float | int | None]] = [
+        ("mdp_trades", "Canonical trades.", counts.trades),
+        ("mdp_candles", "Stored candles, all intervals.", counts.candles),
+        ("mdp_symbols", "Registered symbols.", counts.symbols),
+        ("mdp_inbox_pending", "Accepted ticks waiting for promotion.", counts.inbox_pending),
+        ("mdp_db_up", "1 when the database answered.", int(report.db.healthy)),
+        ("mdp_db_latency_seconds", "Time of the status query.",
+         report.db.latency_ms / 1000 if report.db.latency_ms is not None else None),
+        ("mdp_ingestion_alive", "1 while the ingestion heartbeat is fresh.", int(ingestion.alive)),
+        ("mdp_ingestion_heartbeat_age_seconds", "Age of the last ingestion cycle.",
+         ingestion.heartbeat_age_seconds),
+        ("mdp_seconds_since_last_trade", "Since the latest accepted trade's time.",
+         ingestion.seconds_since_last_trade),
+        ("mdp_uptime_seconds", "Since this API worker started.", report.uptime_seconds),
+    ]  # fmt: skip
+    return [
+        GaugeMetricFamily(name, help_text, value=value)
+        for name, help_text, value in values
+        if value is not None
+    ]
+
+
+class _Families:
+    def __init__(self, families: list[GaugeMetricFamily]) -> None:
+        self.families = families
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        return self.families
+
+
+@router.get(
+    "/metrics",
+    response_model=Metrics,
+    responses={200: {"content": {"text/plain": {}, "application/openmetrics-text": {}}}},
+)
+async def metrics(request: Request) -> Response:
+    snap = await _snapshot(request)
+    ingestion = _status(request, snap)
+    requests = registry()
+    trades, candles, symbols, pending = snap.counts
+    report = Metrics(
+        started_at=ingestion.started_at,
+        uptime_seconds=ingestion.uptime_seconds,
+        counts=Counts(trades=trades, candles=candles, symbols=symbols, inbox_pending=pending),
+        api_latency_ms={k: RouteLatency(**v) for k, v in latency_summary(requests).items()},
+        db=ingestion.db,
+        ingestion=ingestion,
+    )
+    wanted = _preferred(request.headers.get("accept", "application/json"))
+    if wanted == "application/json":
+        return JSONResponse(report.model_dump(mode="json"))
+    platform = CollectorRegistry(auto_describe=False)
+    platform.register(_Families(_platform_families(report)))
+    if wanted == "application/openmetrics-text":
+        body = openmetrics.generate_latest(requests).removesuffix(b"# EOF\n")  # type: ignore[no-untyped-call]
+        body += openmetrics.generate_latest(platform)  # type: ignore[no-untyped-call]
+        return Response(body, media_type=openmetrics.CONTENT_TYPE_LATEST)
+    return Response(
+        generate_latest(requests) + generate_latest(platform), media_type=PROMETHEUS_TEXT
+    )

@@ -1,0 +1,11 @@
+-- One look at the platform for /status/ingestion and /metrics: the heartbeat, the latest trade
+-- time (promoted or pending), counts, and the database's clock. Cheap: indexes and small tables
+-- (the trade count is the sum of the promotions recorded per micro-batch).
+SELECT (SELECT max(finished_at) FROM ingest_batches) AS heartbeat_at,
+       greatest((SELECT max(last_trade_at) FROM symbols),
+                (SELECT max(ts) FROM trade_inbox)) AS last_trade_at,
+       (SELECT coalesce(sum(promoted), 0) FROM ingest_batches)::int8 AS trades,
+       (SELECT count(*) FROM candles) AS candles,
+       (SELECT count(*) FROM symbols) AS symbols,
+       (SELECT count(*) FROM trade_inbox) AS inbox_pending,
+       now() AS now

@@ -1,0 +1,96 @@
+"""Operations endpoints: the ingestion freshness model and the metrics document, in JSON and in the
+Prometheus and OpenMetrics text formats, correct across several API workers."""
+
+from __future__ import annotations
+
+import httpx
+from prometheus_client.openmetrics import parser as openmetrics
+from prometheus_client.parser import text_string_to_metric_families as parse_prometheus
+
+from mdp.database import Connection
+from mdp.processes import api_server
+from pipelines.ingestion import drain_inbox, record_idle_cycle
+from tests.conftest import api_env
+from tests.test_candles import send
+from tests.test_ingest_api import tick
+
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+    "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+
+
+def test_ingestion_is_unknown_then_alive_then_stale(client: httpx.Client, db: Connection) -> None:
+    unknown = client.get("/status/ingestion").json()
+    assert (unknown["status"], unknown["alive"], unknown["heartbeat_at"]) == (
+        "unknown",
+        False,
+        None,
+    )
+    assert unknown["stale_threshold_seconds"] == 30  # 3 x the default 10 s interval
+    assert unknown["db"]["healthy"] is True
+
+    send(client, [tick(1, ts="2026-11-20T10:00:00Z")])
+    drain_inbox(db)
+    record_idle_cycle(db)
+    alive = client.get("/status/ingestion").json()
+    assert (alive["status"], alive["alive"]) == ("alive", True)
+    assert 0 <= alive["heartbeat_age_seconds"] < 30
+    assert alive["seconds_since_last_trade"] > 3 * 86_400  # the trade's time is days ago
+    assert alive["uptime_seconds"] > 0
+
+    db.execute("UPDATE ingest_batches SET finished_at = finished_at - interval '31 seconds'")
+    stale = client.get("/status/ingestion").json()
+    assert (stale["status"], stale["alive"]) == ("stale", False)
+    assert stale["heartbeat_age_seconds"] >= 31
+
+
+def test_metrics_json_counts_what_the_tables_hold(client: httpx.Client, db: Connection) -> None:
+    send(client, [tick(i, ts="2026-11-20T10:00:00Z") for i in range(3)])
+    drain_inbox(db)
+    send(client, [tick(9)])  # pending
+    client.get("/candles", params={"symbol": "AAPL"})
+    body = client.get("/metrics").json()
+    assert body["counts"] == {"trades": 3, "candles": 5, "symbols": 5, "inbox_pending": 1}
+    assert body["db"]["healthy"] is True
+    assert body["ingestion"]["status"] == "alive"
+    latency = body["api_latency_ms"]["GET /candles"]
+    assert latency["count"] >= 1
+    assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"]
+    assert latency["max"] > 0
+
+
+def test_prometheus_scrapes_get_text_that_parses(client: httpx.Client) -> None:
+    client.get("/symbols")
+    text = client.get("/metrics", headers={"Accept": "text/plain"})
+    assert text.headers["content-type"].startswith("text/plain")
+    families = {f.name: f for f in parse_prometheus(text.text)}
+    assert families["mdp_db_up"].samples[0].value == 1
+    assert any(s.labels.get("route") == "/symbols" for s in families["mdp_http_requests"].samples)
+
+    scraped = client.get("/metrics", headers={"Accept": PROMETHEUS_ACCEPT})
+    assert scraped.headers["content-type"].startswith("application/openmetrics-text")
+    parsed = openmetrics.text_string_to_metric_families(scraped.text)  # type: ignore[no-untyped-call]
+    names = {f.name for f in parsed}
+    assert {"mdp_http_request_duration_seconds", "mdp_trades", "mdp_ingestion_alive"} <= names
+
+    browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+    assert client.get("/metrics", headers={"Accept": browser}).json()["counts"]
+
+
+def test_request_metrics_add_up_across_two_workers(database_url: str) -> None:
+    def answered(url: str) -> tuple[int, float]:
+        body = httpx.get(f"{url}/metrics").json()
+        text = httpx.get(f"{url}/metrics", headers={"Accept": "text/plain"}).text
+        [requests] = [f for f in parse_prometheus(text) if f.name == "mdp_http_requests"]
+        liveness = [s for s in requests.samples if s.labels["route"] == "/health/liveness"]
+        total = sum(s.value for s in liveness if s.name.endswith("_total"))
+        return body["api_latency_ms"]["GET /health/liveness"]["count"], total
+
+    with api_server(api_env(database_url), workers=2) as url:
+        before = answered(url)
+        for _ in range(40):
+            # A new connection each time, so both workers answer some.
+            assert httpx.get(f"{url}/health/liveness").status_code == 200
+        after = answered(url)
+        assert (after[0] - before[0], after[1] - before[1]) == (40, 40)
