@@ -40,6 +40,11 @@ def with_database(url: str, database: str) -> str:
 
 Connection = psycopg.Connection[TupleRow]
 
+# Every writer of trades and candles holds this lock for its whole transaction: a micro-batch
+# (promotion and bucket refresh), a day's recomputation, an announcement of changed candles. So a
+# recomputed day never overwrites newer micro-batch results, and change ids follow commit order.
+CANDLES_LOCK_KEY = 0x6D6470_B47C
+
 
 def connect(url: str, *, autocommit: bool = False) -> Connection:
     return psycopg.connect(libpq_url(url), connect_timeout=5, autocommit=autocommit)

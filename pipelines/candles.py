@@ -16,15 +16,11 @@ import adbc_driver_postgresql.dbapi as adbc
 import polars as pl
 from psycopg import sql
 
-from mdp.database import Connection, libpq_url, query
+from mdp.database import CANDLES_LOCK_KEY, Connection, libpq_url, query
 from mdp.intervals import INTERVALS
 
 ROLLUP_INTERVALS = ("5m", "15m", "1h", "1d")
 
-# Every writer of trades and candles holds this lock for its whole transaction: a micro-batch
-# (promotion and bucket refresh) and a day's recomputation. So a recomputed day never overwrites
-# candles that a newer micro-batch brought up to date.
-CANDLES_LOCK_KEY = 0x6D6470_B47C
 
 CANDLE_COLUMNS = (
     "symbol",
@@ -127,6 +123,18 @@ def roll_up(minute_candles: pl.DataFrame, interval: str) -> pl.DataFrame:
 
 def lock_candles(conn: Connection) -> None:
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (CANDLES_LOCK_KEY,))
+
+
+def announce(conn: Connection, interval: str, candles: pl.DataFrame) -> None:
+    """Log that these candles changed, for /stream readers (inside the caller's locked
+    transaction; they wake at commit)."""
+    starts = candles.select(pl.from_epoch("bucket_start", "us").dt.replace_time_zone("UTC"))
+    params = {
+        "symbol": candles["symbol"].to_list(),
+        "interval": [interval] * candles.height,
+        "bucket_start": starts["bucket_start"].to_list(),
+    }
+    conn.execute(query("announce_candles"), params)
 
 
 def day_window(day: date) -> tuple[datetime, datetime]:
@@ -238,7 +246,7 @@ def refresh_buckets(conn: Connection, minutes: pl.DataFrame) -> dict[str, int]:
     """Bring every candle covering the (symbol, minute) buckets of `minutes` up to date, for all
     intervals, inside the caller's transaction; returns the candles written per interval."""
     written = {
-        "1m": write_candles(conn, "1m", candles_from_trades(read_trades_in_minutes(conn, minutes)))
+        "1m": _refresh(conn, "1m", candles_from_trades(read_trades_in_minutes(conn, minutes)))
     }
     minute_us = minutes.select("symbol", pl.col("minute").dt.epoch("us"))
     for interval in ROLLUP_INTERVALS:
@@ -252,10 +260,15 @@ def refresh_buckets(conn: Connection, minutes: pl.DataFrame) -> dict[str, int]:
                 for c in ("start", "stop")
             )
         )
-        written[interval] = write_candles(
+        written[interval] = _refresh(
             conn, interval, roll_up(read_minute_candles(conn, buckets), interval)
         )
     return written
+
+
+def _refresh(conn: Connection, interval: str, candles: pl.DataFrame) -> int:
+    announce(conn, interval, candles)
+    return write_candles(conn, interval, candles)
 
 
 def _datetime(epoch_us: object) -> datetime:

@@ -15,7 +15,8 @@ from serving.db import make_pool
 from serving.errors import DATABASE_UNAVAILABLE, install_error_handlers
 from serving.inbox import InboxWriter
 from serving.metrics import RequestMetrics
-from serving.routers import health, ingest, market, ops, polygon
+from serving.routers import health, ingest, market, ops, polygon, stream
+from serving.stream import StreamHub
 from serving.symbols import SymbolRegistry
 
 log = logging.getLogger(__name__)
@@ -41,11 +42,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     pool = app.state.pool
     await pool.open(wait=False)
     app.state.inbox.start()
+    app.state.stream.start()
     with suppress(*DATABASE_UNAVAILABLE):
         await app.state.symbols.refresh()
     try:
         yield
     finally:
+        await app.state.stream.stop()
         await app.state.inbox.stop()
         await pool.close()
 
@@ -66,11 +69,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.pool = make_pool(settings.database_url)
     app.state.inbox = InboxWriter(app.state.pool)
     app.state.symbols = SymbolRegistry(app.state.pool)
+    app.state.stream = StreamHub(settings.database_url)
     app.state.expected_migrations = migration_ids()
     install_error_handlers(app)
     app.include_router(ingest.router)
     app.include_router(market.router)
     app.include_router(polygon.router)
+    app.include_router(stream.router)
     app.include_router(ops.router)
     app.include_router(health.router)
     app.add_middleware(RequestMetrics)

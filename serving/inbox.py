@@ -15,6 +15,7 @@ from serving.ticks import InboxRow
 INBOX_LOCK_KEY = 0x6D6470_1B0C
 
 INBOX_COLUMNS = "symbol, ts, price, volume, source, event_id"
+NOTIFY_STREAM = "NOTIFY mdp_stream"
 COPY_INBOX = f"COPY trade_inbox ({INBOX_COLUMNS}) FROM STDIN (FORMAT BINARY)"
 COPY_TYPES = ["text", "timestamptz", "float8", "float8", "text", "text"]
 
@@ -76,3 +77,4 @@ class InboxWriter:
                 for p in group:
                     for row in p.rows:
                         await copy.write_row(row)
+            await conn.execute(NOTIFY_STREAM)  # delivered at commit: /stream readers wake up

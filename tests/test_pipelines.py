@@ -21,9 +21,15 @@ import httpx
 import psycopg
 import pytest
 
-from mdp.database import Connection, connect, create_database, dagster_storage_url, with_database
+from mdp.database import (
+    CANDLES_LOCK_KEY,
+    Connection,
+    connect,
+    create_database,
+    dagster_storage_url,
+    with_database,
+)
 from mdp.intervals import INTERVALS
-from pipelines.candles import CANDLES_LOCK_KEY
 from pipelines.definitions import defs
 from pipelines.defs.candles import candles
 from pipelines.defs.ingestion import trade_inbox_sensor
@@ -173,7 +179,7 @@ def test_partition_runs_recompute_days_and_checks_catch_what_disagrees(
     day2 = datetime.now(UTC).date()
     day1 = day2 - timedelta(days=1)
     days = [day1, day2, day1, day2, day2]
-    send(client, [tick(i, ts=at(day, f"0{i}:00:00"), price=10.0 + i) for i, day in enumerate(days)])
+    send(client, [tick(i, ts=at(day, f"00:00:0{i}"), price=10.0 + i) for i, day in enumerate(days)])
     drain_inbox(db)
     db.execute("DELETE FROM candles")
     loaded = defs()

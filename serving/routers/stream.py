@@ -1,0 +1,137 @@
+"""`GET /stream`: Server-Sent Events of accepted trades and changed candles, resumable with
+Last-Event-ID; `POST /internal/agg-update`: announce changed candles to the stream."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, HTTPException, Request, status
+from pydantic import BaseModel, Field
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from mdp.database import CANDLES_LOCK_KEY, query
+from serving.auth import IngestAuth
+from serving.db import Pool
+from serving.routers.market import Interval, known_symbol
+
+router = APIRouter(tags=["stream"])
+
+KINDS = frozenset({"trade", "candle"})
+BATCH = 2000  # events per read (sql/queries/stream_events.sql)
+HEARTBEAT_SECONDS = 15.0
+COALESCE_SECONDS = 0.05  # readers wake at most this often under a busy feed
+
+HEADS = """
+SELECT greatest(coalesce((SELECT max(seq) FROM trade_inbox), 0),
+                coalesce((SELECT max(seq) FROM trades), 0)),
+       coalesce((SELECT max(id) FROM candle_updates), 0)
+"""
+
+
+def _resume_from(last_event_id: str | None) -> tuple[int, int] | None:
+    if not last_event_id:
+        return None
+    trade, _, candle = last_event_id.partition(".")
+    try:
+        return int(trade), int(candle)
+    except ValueError as exc:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, "Last-Event-ID is not one we sent"
+        ) from exc
+
+
+@router.get(
+    "/stream",
+    response_class=EventSourceResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "an event stream"}},
+)
+async def stream(
+    request: Request,
+    pool: Pool,
+    symbols: str | None = None,
+    events: str | None = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> EventSourceResponse:
+    """`trade` events as ticks are accepted and `candle` events as candles change (`data` is
+    JSON), optionally only for `symbols` and `events` (comma-separated). Every event's id is a
+    cursor: reconnect with it as Last-Event-ID to get exactly the events missed (candle changes
+    are kept for 15 minutes). A comment line every 15 s keeps idle connections open."""
+    kinds = set((events or "trade,candle").split(","))
+    if not kinds or not kinds <= KINDS:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, "events is a comma list of trade, candle"
+        )
+    wanted = sorted(set(symbols.split(","))) if symbols else None
+    for symbol in wanted or []:
+        await known_symbol(request, symbol)
+    cursor = _resume_from(last_event_id)
+    if cursor is None:
+        async with pool.connection() as conn:
+            row = await (await conn.execute(HEADS)).fetchone()
+        assert row is not None
+        cursor = (row[0], row[1])
+    hub = request.app.state.stream
+
+    async def follow(after_trade: int, after_candle: int) -> AsyncIterator[ServerSentEvent]:
+        params: dict[str, Any] = {
+            "symbols": wanted,
+            "want_trades": "trade" in kinds,
+            "want_candles": "candle" in kinds,
+        }
+        while True:
+            generation = hub.generation()
+            params.update(after_trade=after_trade, after_candle=after_candle)
+            async with pool.connection() as conn:
+                rows = await (await conn.execute(query("stream_events"), params)).fetchall()
+            for kind, event_id, _, data in rows:
+                if kind == "trade":
+                    after_trade = max(after_trade, event_id)
+                else:
+                    after_candle = max(after_candle, event_id)
+                yield ServerSentEvent(data=data, event=kind, id=f"{after_trade}.{after_candle}")
+            if len(rows) < BATCH:
+                await hub.wait(generation, HEARTBEAT_SECONDS)
+                await hub.wait(hub.generation(), COALESCE_SECONDS)
+
+    return EventSourceResponse(follow(*cursor), ping=int(HEARTBEAT_SECONDS))
+
+
+class ChangedCandle(BaseModel):
+    symbol: str
+    interval: Interval
+    bucket_start: datetime
+
+
+class AggUpdate(BaseModel):
+    candles: list[ChangedCandle] = Field(min_length=1, max_length=100_000)
+
+
+class Announced(BaseModel):
+    announced: int
+
+
+@router.post(
+    "/internal/agg-update",
+    status_code=status.HTTP_202_ACCEPTED,
+    dependencies=[IngestAuth],
+    tags=["internal"],
+)
+async def agg_update(request: Request, pool: Pool, update: AggUpdate) -> Announced:
+    """A pipeline announces candles it changed; /stream readers get their current values."""
+    for symbol in {c.symbol for c in update.candles}:
+        await known_symbol(request, symbol)
+    if any(c.bucket_start.tzinfo is None for c in update.candles):
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, "bucket_start needs a zone offset"
+        )
+    params = {
+        "symbol": [c.symbol for c in update.candles],
+        "interval": [c.interval for c in update.candles],
+        "bucket_start": [c.bucket_start for c in update.candles],
+    }
+    async with pool.connection() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (CANDLES_LOCK_KEY,))
+        await conn.execute(query("announce_candles"), params)
+    return Announced(announced=len(update.candles))

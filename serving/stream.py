@@ -1,0 +1,62 @@
+"""Live fan-out across API processes: one `LISTEN mdp_stream` connection per process wakes every
+/stream reader of that process when trades or candle changes commit (PostgreSQL NOTIFY, no
+broker). The events themselves are read from the tables, so a reader that resumes from a
+Last-Event-ID gets exactly what it missed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import psycopg
+
+from mdp.database import libpq_url
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "mdp_stream"
+
+
+class StreamHub:
+    def __init__(self, database_url: str) -> None:
+        self._url = libpq_url(database_url)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._listen(), name="stream-listener")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def generation(self) -> asyncio.Event:
+        """Take this before reading events; `wait` on it returns at once if something committed
+        since."""
+        return self._wake
+
+    async def wait(self, generation: asyncio.Event, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await generation.wait()
+
+    def _notify(self) -> None:
+        woken, self._wake = self._wake, asyncio.Event()
+        woken.set()
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self._url, autocommit=True, connect_timeout=3
+                ) as conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    self._notify()  # whatever committed while we were not listening
+                    async for _ in conn.notifies():
+                        self._notify()
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                log.warning("stream listener lost the database (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(1.0)

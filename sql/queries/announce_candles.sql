@@ -1,0 +1,11 @@
+-- Record that candles changed, for /stream (the caller holds the candles lock), forget changes
+-- older than the replay window, and wake the stream readers at commit.
+WITH announced AS (
+    INSERT INTO candle_updates (symbol, "interval", bucket_start)
+    SELECT * FROM unnest(%(symbol)s::text[], %(interval)s::text[], %(bucket_start)s::timestamptz[])
+    RETURNING id
+),
+forgotten AS (
+    DELETE FROM candle_updates WHERE created_at < now() - interval '15 minutes'
+)
+SELECT pg_notify('mdp_stream', '')

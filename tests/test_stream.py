@@ -1,0 +1,116 @@
+"""`GET /stream`: trade events as ticks are accepted, candle events as micro-batches change
+candles, filters, and Last-Event-ID resumption without gaps or duplicates, across API workers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+
+from mdp.database import Connection
+from mdp.processes import api_server
+from pipelines.ingestion import drain_inbox
+from tests.conftest import PASSWORD, USER, api_env
+from tests.test_candles import send
+from tests.test_ingest_api import tick
+
+Event = dict[str, Any]
+
+
+@contextmanager
+def events(
+    url: str, headers: dict[str, str] | None = None, **params: str
+) -> Iterator[Iterator[Event]]:
+    """The events of one /stream connection, parsed, as an iterator (10 s of silence fails)."""
+    with httpx.stream(
+        "GET", f"{url}/stream", params=params, headers=headers or {}, timeout=10
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+
+        def parse() -> Iterator[Event]:
+            event: Event = {}
+            for line in response.iter_lines():
+                if not line:
+                    if "data" in event:
+                        yield {**event, "data": json.loads(event["data"])}
+                    event = {}
+                elif not line.startswith(":"):
+                    name, _, value = line.partition(":")
+                    event[name] = value.removeprefix(" ")
+
+        yield parse()
+
+
+def take(stream: Iterator[Event], count: int) -> list[Event]:
+    return [next(stream) for _ in range(count)]
+
+
+def test_trades_stream_live_and_resume_from_the_last_event_id(
+    api_url: str, client: httpx.Client, db: Connection
+) -> None:
+    with events(api_url, events="trade", symbols="AAPL") as stream:
+        send(client, [tick(i, price=100.0 + i) for i in range(4)])
+        send(client, [tick(9, symbol="MSFT")])  # filtered out
+        send(client, [tick(1, price=555.0)])  # a resend: not a new trade
+        send(client, [tick(4, price=104.0)])
+        first = take(stream, 5)
+    assert [e["event"] for e in first] == ["trade"] * 5
+    assert [e["data"]["event_id"] for e in first] == ["e-0", "e-1", "e-2", "e-3", "e-4"]
+    assert [e["data"]["price"] for e in first] == [100.0, 101.0, 102.0, 103.0, 104.0]
+
+    drain_inbox(db)  # promotion in between does not disturb the replay
+    send(client, [tick(5, price=105.0)])
+    resume = {"Last-Event-ID": first[1]["id"]}
+    with events(api_url, headers=resume, events="trade", symbols="AAPL") as stream:
+        replay = take(stream, 4)
+    assert [e["data"]["event_id"] for e in replay] == ["e-2", "e-3", "e-4", "e-5"]
+
+
+def test_candle_events_follow_micro_batches(
+    api_url: str, client: httpx.Client, db: Connection
+) -> None:
+    with events(api_url, events="candle", symbols="AAPL") as stream:
+        send(client, [tick(1, ts="2026-11-20T10:00:00Z", price=10.0)])
+        drain_inbox(db)
+        changed = take(stream, 5)
+    assert sorted(e["data"]["interval"] for e in changed) == sorted(["1m", "5m", "15m", "1h", "1d"])
+    one_minute = next(e["data"] for e in changed if e["data"]["interval"] == "1m")
+    assert one_minute["bucket_start"] == "2026-11-20T10:00:00Z"
+    assert (one_minute["close"], one_minute["trade_count"]) == (10.0, 1)
+
+
+def test_announced_candles_reach_the_stream_and_need_credentials(
+    api_url: str, client: httpx.Client, db: Connection
+) -> None:
+    send(client, [tick(1, ts="2026-11-20T10:00:00Z", price=10.0)])
+    drain_inbox(db)
+    body = {
+        "candles": [{"symbol": "AAPL", "interval": "1h", "bucket_start": "2026-11-20T10:00:00Z"}]
+    }
+    assert httpx.post(f"{api_url}/internal/agg-update", json=body).status_code == 401
+    with events(api_url, events="candle") as stream:
+        assert client.post("/internal/agg-update", json=body).status_code == 202
+        [event] = take(stream, 1)
+    assert (event["data"]["interval"], event["data"]["open"]) == ("1h", 10.0)
+
+
+def test_bad_stream_requests_get_a_4xx(api_url: str) -> None:
+    assert httpx.get(f"{api_url}/stream", params={"events": "quotes"}).status_code == 422
+    assert httpx.get(f"{api_url}/stream", params={"symbols": "NOPE"}).status_code == 404
+    bad_id = {"Last-Event-ID": "yesterday"}
+    assert httpx.get(f"{api_url}/stream", headers=bad_id).status_code == 422
+
+
+def test_a_tick_accepted_by_one_worker_reaches_a_stream_on_another(
+    database_url: str, db: Connection
+) -> None:
+    with api_server(api_env(database_url), workers=2) as url, events(url, events="trade") as stream:
+        for i in range(6):  # new connections: both workers accept some
+            response = httpx.post(f"{url}/ingest/tick", json=tick(100 + i), auth=(USER, PASSWORD))
+            assert response.status_code == 202
+        received = take(stream, 6)
+    assert [e["data"]["event_id"] for e in received] == [f"e-{100 + i}" for i in range(6)]
