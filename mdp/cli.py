@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     feed.set_defaults(run=_feed)
 
     bench = commands.add_parser("bench", help="benchmarks, printed as one JSON document")
-    suites = ["ingest", "candles", "freshness"]
+    suites = ["ingest", "candles", "serve", "freshness"]
     bench.add_argument("suite", choices=suites, nargs="*", default=suites)
     bench.add_argument("--rows", type=int, default=200_000, help="rows for the ingest benchmark")
     bench.add_argument(

@@ -22,7 +22,7 @@ def stored(db: Connection, interval: str) -> list[Candle]:
 
 
 def reference(db: Connection, interval: str) -> list[Candle]:
-    params = {"width": INTERVALS[interval], "start": EVER[0], "end": EVER[1]}
+    params = {"width": INTERVALS[interval], "start": EVER[0], "end": EVER[1], "symbol": None}
     return db.execute(query("candles_by_sql"), params).fetchall()
 
 

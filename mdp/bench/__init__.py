@@ -63,10 +63,12 @@ def run_benchmarks(suites: list[str], settings: Settings, **options: Any) -> int
     from mdp.bench.candles import bench_candles
     from mdp.bench.freshness import bench_freshness
     from mdp.bench.ingest import bench_ingest
+    from mdp.bench.serve import bench_serve
 
     available: dict[str, Callable[..., dict[str, Any]]] = {
         "ingest": bench_ingest,
         "candles": bench_candles,
+        "serve": bench_serve,
         "freshness": bench_freshness,
     }
     with bench_database(settings) as url:

@@ -21,7 +21,7 @@ MICRO_BATCH = 10_000
 ROUNDS = 3
 
 
-def _seed_day(url: str, trades: int, symbols: list[str]) -> None:
+def seed_day(url: str, trades: int, symbols: list[str]) -> None:
     """`trades` trades spread over DAY, in pairs sharing a timestamp; accepted (negative `seq`)
     before anything the inbox will number."""
     with connect(url) as conn:
@@ -57,7 +57,7 @@ def _sql_candles(url: str) -> None:
     start, end = day_window(DAY)
     with connect(url) as conn:
         for width in INTERVALS.values():
-            params = {"width": width, "start": start, "end": end}
+            params = {"width": width, "start": start, "end": end, "symbol": None}
             conn.execute(query("candles_by_sql"), params).fetchall()
 
 
@@ -85,7 +85,7 @@ def _micro_batch(url: str, symbols: list[str], round_: int) -> float:
 
 def bench_candles(url: str, settings: Settings, *, trades: int, **_: Any) -> dict[str, Any]:
     symbols = settings.symbol_list
-    _seed_day(url, trades, symbols)
+    seed_day(url, trades, symbols)
     read = _best(lambda: read_day_trades(url, DAY))
     materialize = _best(lambda: _materialize_all(url))
     sql = _best(lambda: _sql_candles(url))
