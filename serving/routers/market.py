@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 
+import msgspec
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from pydantic import BaseModel
 
@@ -78,6 +79,9 @@ class Candle(BaseModel):
     vwap: float
     trade_count: int
     is_final: bool
+
+
+CANDLE_FIELDS = tuple(Candle.model_fields)
 
 
 class CandlesPage(BaseModel):
@@ -249,13 +253,11 @@ async def candles(
         "end": end,
         "limit": limit,
     }
-    async with pool.connection() as conn:
-        row = await (await conn.execute(query("candles_page"), params)).fetchone()
-    assert row is not None
-    body, last_bucket, more = row
-    token = f'"{last_bucket.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"' if more else "null"
-    content = (
-        f'{{"symbol":"{symbol}","interval":"{interval}","candles":{body},'
-        f'"next_page_token":{token}}}'
-    )
-    return Response(content, media_type="application/json")
+    # Binary rows and msgspec: a day of 1m bars is served several times faster than by
+    # validating models or by building the JSON in PostgreSQL.
+    async with pool.connection() as conn, conn.cursor(binary=True) as cur:
+        rows = await (await cur.execute(query("candles_page"), params)).fetchall()
+    page = [dict(zip(CANDLE_FIELDS, row, strict=True)) for row in rows[:limit]]
+    token = page[-1]["bucket_start"] if len(rows) > limit else None
+    body = {"symbol": symbol, "interval": interval, "candles": page, "next_page_token": token}
+    return Response(msgspec.json.encode(body), media_type="application/json")
