@@ -1,17 +1,29 @@
 """Freshness benchmark: the whole platform as `mdp up` runs it (defaults: feeder, sensor interval,
-Dagster daemon), measuring how long an acknowledged trade takes to reach materialized candles."""
+Dagster daemon). While the feed runs, probe ticks for a symbol of their own measure ack → SSE
+event and ack → visible in /candles; afterwards the database tells ack → materialized candles."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import secrets
 import signal
+import statistics
 import sys
 import tempfile
+import threading
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import httpx
 
 from mdp.database import connect, create_database, dagster_storage_url, with_database
 from mdp.processes import free_port, spawn_mdp, stop, wait_until_live
 from mdp.settings import Settings
+
+PROBE = "PROBE"  # a symbol of the probes' own, so the feed does not blur what they measure
+PROBES = 60
 
 # Acceptance (the inbox row's received_at, just before the 202) to the commit of the micro-batch
 # that moved the trade into `trades` and its candles into `candles`: one transaction, so one time.
@@ -33,27 +45,33 @@ def bench_freshness(url: str, settings: Settings, *, seconds: int, **_: Any) -> 
     dagster_db = "mdp_bench_dagster"
     create_database(url, dagster_db)
     with connect(url) as conn:
-        conn.execute("TRUNCATE trade_inbox, trades, candles, ingest_batches")
+        conn.execute("TRUNCATE trade_inbox, trades, candles, ingest_batches, candle_updates")
+        conn.execute("INSERT INTO symbols (symbol) VALUES (%s) ON CONFLICT DO NOTHING", (PROBE,))
     port = free_port()
+    api = f"http://127.0.0.1:{port}"
+    credentials = ("bench", secrets.token_urlsafe(12))
     with tempfile.TemporaryDirectory(prefix="mdp-bench-") as data_dir:
         env = {
             "DATABASE_URL": url,
             "DAGSTER_PG_URL": dagster_storage_url(with_database(url, dagster_db)),
             "MDP_DATA_DIR": data_dir,
-            "INGEST_USERNAME": "",
-            "INGEST_PASSWORD": "",
+            "INGEST_USERNAME": credentials[0],
+            "INGEST_PASSWORD": credentials[1],
         }
         args = ["up", "--port", str(port), "--dagster-port", str(free_port())]
         platform = spawn_mdp(args, env, stdout=sys.stderr)  # stdout carries the JSON report
         try:
-            wait_until_live(f"http://127.0.0.1:{port}", platform, timeout=120)
+            wait_until_live(api, platform, timeout=120)
             _wait_for_first_batch(url, timeout=180)
-            time.sleep(seconds)
+            started = time.monotonic()
+            probes = _probe(api, credentials)
+            time.sleep(max(0.0, seconds - (time.monotonic() - started)))
         finally:
             stop(platform, signal.SIGTERM, timeout=30)
     with connect(url) as conn:
         [(trades, (p50, p95, p99), worst, batches)] = conn.execute(ACK_TO_MATERIALIZED).fetchall()
     return {
+        **probes,
         "measured_seconds": seconds,
         "ingestion_interval_seconds": settings.ingestion_interval_seconds,
         "trades_measured": trades,
@@ -64,6 +82,60 @@ def bench_freshness(url: str, settings: Settings, *, seconds: int, **_: Any) -> 
             "p99": round(p99, 2),
             "max": round(float(worst), 2),
         },
+    }
+
+
+def _percentiles(seconds: list[float]) -> dict[str, float]:
+    q = statistics.quantiles(seconds, n=100, method="inclusive")
+    return {"p50": round(q[49] * 1000, 1), "p95": round(q[94] * 1000, 1)}
+
+
+def _probe(api: str, credentials: tuple[str, str]) -> dict[str, Any]:
+    """Post PROBES single ticks for PROBE while the feed runs; for each, the time from its 202 to
+    its SSE trade event and to the first /candles answer that counts it (0 when it came first)."""
+    arrived: dict[str, float] = {}
+    listening = threading.Event()
+
+    def listen() -> None:
+        query = {"events": "trade", "symbols": PROBE}
+        with (
+            contextlib.suppress(httpx.HTTPError),  # the platform stopping ends the stream
+            httpx.stream("GET", f"{api}/stream", params=query, timeout=60) as stream,
+        ):
+            listening.set()
+            for line in stream.iter_lines():
+                if line.startswith("data:"):
+                    arrived.setdefault(json.loads(line[5:])["event_id"], time.perf_counter())
+
+    threading.Thread(target=listen, daemon=True).start()
+    listening.wait(10)
+    to_event, to_candles = [], []
+    with httpx.Client(base_url=api, timeout=10) as client:
+        for i in range(PROBES):
+            now = datetime.now(UTC)
+            tick = {"symbol": PROBE, "price": 100.0 + i, "volume": 1, "ts": now.isoformat(),
+                    "source": "PROBE", "event_id": f"probe-{i}"}  # fmt: skip
+            assert client.post("/ingest/tick", json=tick, auth=credentials).status_code == 202
+            acked = time.perf_counter()
+            window = {"symbol": PROBE, "start": (now - timedelta(minutes=2)).isoformat()}
+            while (
+                sum(
+                    c["trade_count"]
+                    for c in client.get("/candles", params=window).json()["candles"]
+                )
+                <= i
+            ):
+                time.sleep(0.002)
+            to_candles.append(time.perf_counter() - acked)
+            deadline = time.perf_counter() + 5
+            while tick["event_id"] not in arrived and time.perf_counter() < deadline:
+                time.sleep(0.001)
+            to_event.append(max(0.0, arrived.get(str(tick["event_id"]), float("inf")) - acked))
+            time.sleep(0.05)
+    return {
+        "probes": PROBES,
+        "ack_to_sse_event_ms": _percentiles(to_event),
+        "ack_to_visible_in_candles_ms": _percentiles(to_candles),
     }
 
 

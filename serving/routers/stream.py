@@ -3,6 +3,8 @@ Last-Event-ID; `POST /internal/agg-update`: announce changed candles to the stre
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
@@ -85,6 +87,7 @@ async def stream(
             params.update(after_trade=after_trade, after_candle=after_candle)
             async with pool.connection() as conn:
                 rows = await (await conn.execute(query("stream_events"), params)).fetchall()
+            read_at = time.monotonic()
             for kind, event_id, _, data in rows:
                 if kind == "trade":
                     after_trade = max(after_trade, event_id)
@@ -93,7 +96,8 @@ async def stream(
                 yield ServerSentEvent(data=data, event=kind, id=f"{after_trade}.{after_candle}")
             if len(rows) < BATCH:
                 await hub.wait(generation, HEARTBEAT_SECONDS)
-                await hub.wait(hub.generation(), COALESCE_SECONDS)
+                # Under a busy feed, read at most every COALESCE_SECONDS; an idle reader at once.
+                await asyncio.sleep(max(0.0, COALESCE_SECONDS - (time.monotonic() - read_at)))
 
     return EventSourceResponse(follow(*cursor), ping=int(HEARTBEAT_SECONDS))
 
