@@ -15,6 +15,8 @@ from collections.abc import Sequence
 
 from mdp.settings import get_settings
 
+SUITES = ["ingest", "candles", "serve", "freshness"]
+
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
@@ -62,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     feed.set_defaults(run=_feed)
 
     bench = commands.add_parser("bench", help="benchmarks, printed as one JSON document")
-    suites = ["ingest", "candles", "serve", "freshness"]
-    bench.add_argument("suite", choices=suites, nargs="*", default=suites)
+
+    bench.add_argument("suite", choices=SUITES, nargs="*", help="default: all of them")
     bench.add_argument("--rows", type=int, default=200_000, help="rows for the ingest benchmark")
     bench.add_argument(
         "--trades", type=int, default=1_000_000, help="trades in the candle benchmark's day"
@@ -165,5 +167,9 @@ def _bench(args: argparse.Namespace) -> int:
     from mdp.bench import run_benchmarks
 
     return run_benchmarks(
-        args.suite, get_settings(), rows=args.rows, trades=args.trades, seconds=args.seconds
+        args.suite or SUITES,
+        get_settings(),
+        rows=args.rows,
+        trades=args.trades,
+        seconds=args.seconds,
     )
