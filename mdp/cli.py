@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="benchmarks, printed as one JSON document")
 
-    bench.add_argument("suite", choices=SUITES, nargs="*", help="default: all of them")
+    bench.add_argument("suite", nargs="*", help=f"any of {', '.join(SUITES)} (default: all)")
     bench.add_argument("--rows", type=int, default=200_000, help="rows for the ingest benchmark")
     bench.add_argument(
         "--trades", type=int, default=1_000_000, help="trades in the candle benchmark's day"
@@ -166,6 +166,11 @@ def _up(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from mdp.bench import run_benchmarks
 
+    if unknown := set(args.suite) - set(SUITES):
+        print(
+            f"unknown benchmark {', '.join(sorted(unknown))}; choose from {SUITES}", file=sys.stderr
+        )
+        return 2
     return run_benchmarks(
         args.suite or SUITES,
         get_settings(),

@@ -67,7 +67,9 @@ def own_server(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
     server.stop()
 
 
-def test_database_outage_is_a_503_and_heals_by_itself(own_server: EmbeddedPostgres) -> None:
+def test_database_outage_is_a_503_for_writes_and_reads_and_heals_by_itself(
+    own_server: EmbeddedPostgres,
+) -> None:
     database_url = own_server.database("market")
     prepare(database_url, SYMBOLS)
     with (
@@ -82,6 +84,11 @@ def test_database_outage_is_a_503_and_heals_by_itself(own_server: EmbeddedPostgr
         assert "database unavailable" in during.json()["detail"]
         assert client.get("/health/readiness").status_code == 503
         assert client.get("/health/liveness").status_code == 200
+        for read in ("/candles?symbol=AAPL", "/tickers/AAPL", "/v2/last/trade/AAPL"):
+            assert client.get(read).status_code == 503, read
+        status = client.get("/status/ingestion")
+        assert (status.status_code, status.json()["db"]["healthy"]) == (503, False)
+        assert client.get("/metrics").json()["db"]["healthy"] is False
 
         own_server.start()
         deadline = time.monotonic() + 30
