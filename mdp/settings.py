@@ -30,6 +30,7 @@ class Settings(BaseSettings):
         default=10 * 1024 * 1024, gt=0, validation_alias="MDP_INGEST_MAX_BODY_BYTES"
     )
     dev_no_auth: bool = Field(default=False, validation_alias="MDP_DEV_NO_AUTH")
+    dagster_url: str = Field(default="http://127.0.0.1:3000", validation_alias="MDP_DAGSTER_URL")
 
     @property
     def symbol_list(self) -> list[str]:

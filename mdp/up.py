@@ -68,9 +68,10 @@ def run_platform(settings: Settings, *, host: str, port: int, dagster_port: int,
         env.update(_dagster_instance(settings, database_url, embedded))
         _say(f"dagster home {env['DAGSTER_HOME']} (logs in {settings.data_dir / 'logs'})")
 
-        children.append(_spawn("api", _mdp("serve", "--host", host, "--port", str(port)), env))
         workspace = str(PROJECT_ROOT / "workspace.yaml")
         dagster_ui = f"http://{host}:{dagster_port}"
+        env["MDP_DAGSTER_URL"] = dagster_ui  # the dashboard links to it
+        children.append(_spawn("api", _mdp("serve", "--host", host, "--port", str(port)), env))
         logs = settings.data_dir.resolve() / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         daemon = ["dagster-daemon", "run", "-w", workspace]
@@ -79,6 +80,7 @@ def run_platform(settings: Settings, *, host: str, port: int, dagster_port: int,
         children.append(_spawn("dagster-ui", webserver, env, logs / "dagster-webserver.log"))
         if feed:
             children.append(_spawn("feeder", _mdp("feed", "--url", api_url), env))
+        _say(f"dashboard    {api_url}/dashboard")
         _say(f"API          {api_url}  (docs {api_url}/docs)")
         _say(f"Dagster UI   {dagster_ui}  (starting)")
 

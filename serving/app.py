@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from mdp.database import migration_ids
 from mdp.settings import Settings, get_settings
@@ -15,7 +16,7 @@ from serving.db import make_pool
 from serving.errors import DATABASE_UNAVAILABLE, install_error_handlers
 from serving.inbox import InboxWriter
 from serving.metrics import RequestMetrics
-from serving.routers import health, ingest, market, ops, polygon, stream
+from serving.routers import dashboard, health, ingest, market, ops, polygon, stream
 from serving.stream import StreamHub
 from serving.symbols import SymbolRegistry
 
@@ -77,6 +78,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(polygon.router)
     app.include_router(stream.router)
     app.include_router(ops.router)
+    app.include_router(dashboard.router)
+    app.mount("/dashboard/static", StaticFiles(directory=dashboard.ASSETS), name="dashboard")
     app.include_router(health.router)
     app.add_middleware(RequestMetrics)
     return app

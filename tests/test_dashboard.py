@@ -1,0 +1,99 @@
+"""The operator dashboard in a real browser (Playwright driving Debian's Chromium): it loads with no
+console error, charts ingested candles, shows a new trade live and turns red when ingestion stops.
+A screenshot of each run is kept in artifacts/ to look at."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from mdp.database import Connection
+from pipelines.ingestion import drain_inbox, record_idle_cycle
+from tests.test_candles import send
+from tests.test_ingest_api import tick
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Chromium is needed for the browser tests (./run test installs it with apt)"
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    yield context.new_page()
+    context.close()
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def test_the_dashboard_charts_candles_and_follows_trades_live(
+    page: Page, api_url: str, client: httpx.Client, db: Connection
+) -> None:
+    send(client, [tick(i, ts=now_iso(), price=100.0 + i) for i in range(5)])
+    drain_inbox(db)
+    record_idle_cycle(db)
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+
+    page.goto(f"{api_url}/dashboard?symbol=AAPL&interval=1m")
+    expect(page.locator("#chart rect.candle")).not_to_have_count(0)
+    expect(page.locator("#status")).to_have_attribute("data-status", "alive")
+    expect(page.locator("#count-trades")).to_have_text("5")
+    expect(page.locator("#latency tr")).not_to_have_count(0)
+    assert page.locator("#dagster-link").get_attribute("href", timeout=1000)
+
+    send(client, [tick(99, ts=now_iso(), price=123.45)])  # accepted, not yet materialized
+    last = page.locator("#chart rect.candle").last
+    expect(last).to_have_attribute("data-close", "123.45")
+    expect(page.locator("#last-trade")).to_contain_text("123.45")
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "dashboard.png", full_page=True)
+    assert problems == []
+
+
+def test_the_status_turns_red_when_ingestion_stops(
+    page: Page, api_url: str, db: Connection
+) -> None:
+    record_idle_cycle(db)
+    page.goto(f"{api_url}/dashboard")
+    expect(page.locator("#status")).to_have_attribute("data-status", "alive")
+
+    db.execute("UPDATE ingest_batches SET finished_at = finished_at - interval '5 minutes'")
+    badge = page.locator("#status")
+    expect(badge).to_have_attribute("data-status", "stale")
+    expect(badge).to_have_css("background-color", "rgb(74, 20, 23)")
+    page.screenshot(path=ARTIFACTS / "dashboard-stale.png")
+
+
+def test_the_dashboard_reads_well_on_a_phone(
+    browser: Browser, api_url: str, db: Connection
+) -> None:
+    record_idle_cycle(db)
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    phone = context.new_page()
+    phone.goto(f"{api_url}/dashboard")
+    expect(phone.locator("#status")).to_have_attribute("data-status", "alive")
+    overflow = phone.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, "the page scrolls sideways on a phone"
+    ARTIFACTS.mkdir(exist_ok=True)
+    phone.screenshot(path=ARTIFACTS / "dashboard-phone.png", full_page=True)
+    context.close()
