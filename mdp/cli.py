@@ -63,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     feed.add_argument("--ack-log", default=None, help="append each acked source/event_id here")
     feed.set_defaults(run=_feed)
 
+    lake = commands.add_parser(
+        "sql", help="DuckDB SQL over the candle lake (views candles, trades)"
+    )
+    lake.add_argument("query", help='e.g. "SELECT count(*) FROM candles"')
+    lake.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    lake.set_defaults(run=_sql)
+
     bench = commands.add_parser("bench", help="benchmarks, printed as one JSON document")
 
     bench.add_argument("suite", nargs="*", help=f"any of {', '.join(SUITES)} (default: all)")
@@ -161,6 +168,35 @@ def _up(args: argparse.Namespace) -> int:
         dagster_port=args.dagster_port,
         feed=not args.no_feed,
     )
+
+
+def _sql(args: argparse.Namespace) -> int:
+    import duckdb
+    import polars as pl
+
+    from pipelines.lake import define_views
+
+    # Offline by design: nothing is downloaded, Parquet support is built into DuckDB.
+    with duckdb.connect(config={"autoinstall_known_extensions": False}) as conn:
+        define_views(conn, get_settings().lake_dir.resolve())
+        try:
+            result = conn.sql(args.query)
+            rows = result.fetchall() if result is not None else []
+            columns = result.columns if result is not None else []
+        except duckdb.Error as exc:
+            print(f"mdp sql: {exc}", file=sys.stderr)
+            return 2
+    frame = pl.DataFrame(rows, schema=columns, orient="row")
+    if args.format == "csv":
+        sys.stdout.write(frame.write_csv())
+    elif args.format == "json":
+        sys.stdout.write(frame.write_json() + "\n")
+    else:
+        with pl.Config(
+            tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200, tbl_hide_dataframe_shape=True
+        ):
+            print(frame)
+    return 0
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -17,8 +17,9 @@ FINISHED = [
 
 finalize_candles_job = dg.define_asset_job(
     "finalize_candles_job",
-    selection=dg.AssetSelection.groups("candles"),
-    description="Recompute one day of every candle interval from `trades` and run the checks.",
+    selection=dg.AssetSelection.groups("candles", "lake"),
+    description="Recompute one day of every candle interval from `trades`, run the checks and "
+    "export the day to the lake.",
 )
 
 
@@ -27,7 +28,7 @@ finalize_candles_job = dg.define_asset_job(
     cron_schedule="10 0 * * *",
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Shortly after midnight UTC: recompute and check yesterday's candles.",
+    description="Shortly after midnight UTC: recompute, check and export yesterday's candles.",
 )
 def finalize_yesterday_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     yesterday = (context.scheduled_execution_time.astimezone(UTC) - timedelta(days=1)).date()
