@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from mdp.settings import get_settings
 
-SUITES = ["ingest", "candles", "serve", "freshness"]
+SUITES = ["ingest", "candles", "serve", "freshness", "lake"]
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -63,6 +63,7 @@ def run_benchmarks(suites: list[str], settings: Settings, **options: Any) -> int
     from mdp.bench.candles import bench_candles
     from mdp.bench.freshness import bench_freshness
     from mdp.bench.ingest import bench_ingest
+    from mdp.bench.lake import bench_lake
     from mdp.bench.serve import bench_serve
 
     available: dict[str, Callable[..., dict[str, Any]]] = {
@@ -70,6 +71,7 @@ def run_benchmarks(suites: list[str], settings: Settings, **options: Any) -> int
         "candles": bench_candles,
         "serve": bench_serve,
         "freshness": bench_freshness,
+        "lake": bench_lake,
     }
     with bench_database(settings) as url:
         report: dict[str, Any] = {"machine": machine(url)}
