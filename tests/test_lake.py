@@ -192,3 +192,35 @@ def test_the_candles_lake_asset_exports_its_partitions_and_the_duckdb_file(
         get_settings.cache_clear()
     with duckdb.connect(str(tmp_path / DATABASE_FILE), read_only=True) as conn:
         assert conn.execute("SELECT count(DISTINCT date) FROM trades").fetchone() == (2,)
+
+
+@pytest.mark.usefixtures("traded")
+def test_the_lake_follows_candle_backfills_but_not_micro_batches(database_url: str) -> None:
+    from pipelines.defs.candles import candles
+    from pipelines.defs.lake import candles_lake_sensor
+
+    with dg.instance_for_test() as instance:
+        resources = {"market_db": MarketDatabase(url=database_url)}
+        backfill = dg.materialize(
+            [candles],
+            instance=instance,
+            resources=resources,
+            tags={
+                "dagster/asset_partition_range_start": DAYS[0].isoformat(),
+                "dagster/asset_partition_range_end": DAYS[1].isoformat(),
+            },
+        )
+        assert backfill.success
+        micro_batch = dg.AssetMaterialization("candles_1d", partition="2026-11-22",
+                                              metadata={"by": "ingest_trades_job"})  # fmt: skip
+        instance.report_runless_asset_event(micro_batch)
+
+        result = candles_lake_sensor(dg.build_sensor_context(instance=instance))
+        assert isinstance(result, dg.SensorResult)
+        [request] = result.run_requests or []
+        assert request.tags["dagster/asset_partition_range_start"] == DAYS[0].isoformat()
+        assert request.tags["dagster/asset_partition_range_end"] == DAYS[1].isoformat()
+        again = candles_lake_sensor(
+            dg.build_sensor_context(instance=instance, cursor=result.cursor)
+        )
+        assert isinstance(again, dg.SkipReason)
