@@ -1,0 +1,132 @@
+"""Hostile input: SQL-shaped values are data, never SQL; credentials never reach logs or error
+bodies; and the candle computation holds against a plain reference for any trades (hypothesis)."""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Any
+
+import httpx
+import polars as pl
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mdp.database import Connection
+from mdp.processes import free_port, spawn_mdp, stop, wait_until_live
+from pipelines.candles import candles_from_trades, roll_up, width_us
+from pipelines.ingestion import drain_inbox
+from tests.conftest import PASSWORD, USER, api_env
+from tests.test_ingest_api import tick
+
+INJECTIONS = [
+    "AAPL' OR '1'='1",
+    "AAPL'; DROP TABLE trades; --",
+    'AAPL"; DELETE FROM candles; --',
+    "1) UNION SELECT * FROM pg_shadow --",
+]
+
+
+def test_sql_shaped_values_are_data_in_every_parameter(
+    client: httpx.Client, db: Connection
+) -> None:
+    weird = "x'); DROP TABLE trades; --"
+    assert (
+        client.post("/ingest/tick", json=tick(1, event_id=weird, source=weird)).status_code == 202
+    )
+    drain_inbox(db)
+    assert db.execute("SELECT event_id, source FROM trades").fetchall() == [(weird, weird)]
+
+    for value in INJECTIONS:
+        assert client.get("/candles", params={"symbol": value}).status_code == 404
+        assert client.get(f"/tickers/{value}").status_code == 404
+        assert (
+            client.get("/candles", params={"symbol": "AAPL", "interval": value}).status_code == 422
+        )
+        assert (
+            client.get("/candles", params={"symbol": "AAPL", "page_token": value}).status_code
+            == 422
+        )
+        history = client.get("/tickers/AAPL/history", params={"before": value})
+        assert history.status_code == 422
+        aggs = client.get(f"/v2/aggs/ticker/{value}/range/1/day/2026-11-01/2026-11-30")
+        assert aggs.json()["resultsCount"] == 0
+        assert client.get("/stream", params={"symbols": value}).status_code == 404
+    assert db.execute("SELECT count(*) FROM trades").fetchone() == (1,)
+    assert db.execute("SELECT count(*) FROM symbols").fetchone() == (5,)
+
+
+def test_credentials_never_reach_logs_or_error_bodies(database_url: str, db: Connection) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = spawn_mdp(
+        ["serve", "--port", str(port)],
+        {**api_env(database_url), "MDP_LOG_LEVEL": "DEBUG"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    wrong = "wrong-Secret-9f3"
+    try:
+        wait_until_live(url, server)
+        refused = httpx.post(f"{url}/ingest/tick", json=tick(1), auth=(USER, wrong))
+        assert refused.status_code == 401
+        malformed = httpx.post(
+            f"{url}/ingest/tick", json=tick(1), headers={"Authorization": f"Basic {wrong}"}
+        )
+        assert malformed.status_code == 401
+        accepted = httpx.post(f"{url}/ingest/tick", json=tick(2), auth=(USER, PASSWORD))
+        assert accepted.status_code == 202
+        bodies = refused.text + malformed.text + accepted.text
+    finally:
+        stop(server)
+    output = server.stdout.read().decode() if server.stdout else ""
+    for secret in (PASSWORD, wrong):
+        assert secret not in output
+        assert secret not in bodies
+
+
+def plain_candles(
+    trades: list[dict[str, Any]], width: int
+) -> dict[tuple[str, int], tuple[Any, ...]]:
+    """Candles the obvious way: sort by (ts, seq), group by symbol and bucket, in plain Python."""
+    candles: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for trade in sorted(trades, key=lambda t: (t["ts"], t["seq"])):
+        candles.setdefault((trade["symbol"], trade["ts"] // width * width), []).append(trade)
+    return {
+        key: (
+            group[0]["price"],
+            max(t["price"] for t in group),
+            min(t["price"] for t in group),
+            group[-1]["price"],
+            sum(t["volume"] for t in group),
+            len(group),
+        )
+        for key, group in candles.items()
+    }
+
+
+trade_lists = st.lists(
+    st.fixed_dictionaries({
+        "symbol": st.sampled_from(["AAPL", "MSFT"]),
+        "ts": st.integers(1_700_000_000_000_000, 1_700_000_000_000_000 + 3 * 86_400_000_000),
+        "price": st.floats(0.01, 1e6, allow_nan=False, allow_infinity=False),
+        "volume": st.integers(1, 10_000).map(float),
+    }),
+    min_size=1,
+    max_size=200,
+)  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(trade_lists)
+def test_candles_match_a_plain_computation_for_any_trades(trades: list[dict[str, Any]]) -> None:
+    for seq, trade in enumerate(trades):
+        trade["seq"] = seq  # acceptance order: the order hypothesis generated them in
+    minute = candles_from_trades(pl.DataFrame(trades))
+    for interval, frame in [("1m", minute)] + [(i, roll_up(minute, i)) for i in ("5m", "1h", "1d")]:
+        got = {
+            (r["symbol"], r["bucket_start"]): (
+                r["open"], r["high"], r["low"], r["close"], r["volume"], r["trade_count"]
+            )
+            for r in frame.iter_rows(named=True)
+        }  # fmt: skip
+        assert got == plain_candles(trades, width_us(interval)), interval
