@@ -77,6 +77,8 @@ def parse_ticks(
             refusal = _refusal(body, batch=batch, symbols=symbols)
         except msgspec.DecodeError as exc:  # malformed further on than the first invalid item
             raise _malformed(sent, exc, ndjson=ndjson) from None
+        except RecursionError:  # walking a hostile, deeply nested body item by item
+            raise MalformedBody("malformed JSON: nested too deeply") from None
         raise refusal from None
     except msgspec.DecodeError as exc:
         raise _malformed(sent, exc, ndjson=ndjson) from None
@@ -181,6 +183,6 @@ def _malformed(sent: bytes, exc: msgspec.DecodeError, *, ndjson: bool) -> Malfor
                 continue
             try:
                 msgspec.json.decode(line)
-            except msgspec.DecodeError as line_exc:
+            except (msgspec.DecodeError, RecursionError) as line_exc:
                 return MalformedBody(f"malformed NDJSON on line {number}: {line_exc}")
     return MalformedBody(f"malformed JSON: {exc}")

@@ -130,3 +130,19 @@ def test_candles_match_a_plain_computation_for_any_trades(trades: list[dict[str,
             for r in frame.iter_rows(named=True)
         }  # fmt: skip
         assert got == plain_candles(trades, width_us(interval)), interval
+
+
+def test_deeply_nested_and_odd_bodies_get_a_4xx(client: httpx.Client, db: Connection) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    posts = [
+        ("/ingest/tick", "application/json"),
+        ("/ingest/ticks", "application/json"),
+        ("/ingest/ticks", "application/x-ndjson"),
+        ("/internal/agg-update", "application/json"),
+    ]
+    for body in (deep, '{"a":' * 50_000 + "1" + "}" * 50_000, "[" + "1," * 200_000 + "1]"):
+        for path, media in posts:
+            response = client.post(path, content=body, headers={"Content-Type": media})
+            assert 400 <= response.status_code < 500, (path, media, response.status_code)
+            assert response.json()["detail"]
+    assert db.execute("SELECT count(*) FROM trade_inbox").fetchone() == (0,)
