@@ -3,6 +3,7 @@ bodies; and the candle computation holds against a plain reference for any trade
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from typing import Any
 
@@ -146,3 +147,25 @@ def test_deeply_nested_and_odd_bodies_get_a_4xx(client: httpx.Client, db: Connec
             assert 400 <= response.status_code < 500, (path, media, response.status_code)
             assert response.json()["detail"]
     assert db.execute("SELECT count(*) FROM trade_inbox").fetchone() == (0,)
+
+
+def test_slow_clients_do_not_starve_the_others(api_url: str) -> None:
+    host, port = api_url.removeprefix("http://").split(":")
+    stalled = []
+    try:
+        for i in range(64):  # half-sent headers and half-sent bodies, left hanging
+            conn = socket.create_connection((host, int(port)), timeout=5)
+            if i % 2:
+                conn.sendall(b"GET /health/liveness HTTP/1.1\r\nHost: x\r\n")
+            else:
+                conn.sendall(
+                    b"POST /ingest/ticks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: 1000000\r\n\r\n[{"
+                )
+            stalled.append(conn)
+        for _ in range(20):
+            assert httpx.get(f"{api_url}/health/liveness", timeout=2).status_code == 200
+        assert httpx.get(f"{api_url}/symbols", timeout=2).status_code == 200
+    finally:
+        for conn in stalled:
+            conn.close()
