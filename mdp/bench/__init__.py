@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -33,6 +34,16 @@ def bench_database(settings: Settings) -> Iterator[str]:
     finally:
         if embedded is not None:
             embedded.stop()
+
+
+def best_of(rounds: int, action: Callable[[], object]) -> float:
+    """The best of `rounds` wall-clock timings of `action`, in seconds."""
+    timings = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        action()
+        timings.append(time.perf_counter() - started)
+    return min(timings)
 
 
 def machine(url: str) -> dict[str, Any]:

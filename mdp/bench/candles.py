@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
 from datetime import date
 from typing import Any
 
+from mdp.bench import best_of
 from mdp.database import connect, query
 from mdp.intervals import INTERVALS
 from mdp.settings import Settings
@@ -36,16 +36,6 @@ def seed_day(url: str, trades: int, symbols: list[str]) -> None:
             {"symbols": symbols, "n": len(symbols), "start": day_window(DAY)[0], "trades": trades},
         )
         conn.execute("ANALYZE trades")
-
-
-def _best(action: Callable[[], object]) -> float:
-    """The best of ROUNDS wall-clock timings of `action`, in seconds."""
-    timings = []
-    for _ in range(ROUNDS):
-        started = time.perf_counter()
-        action()
-        timings.append(time.perf_counter() - started)
-    return min(timings)
 
 
 def _materialize_all(url: str) -> None:
@@ -86,9 +76,9 @@ def _micro_batch(url: str, symbols: list[str], round_: int) -> float:
 def bench_candles(url: str, settings: Settings, *, trades: int, **_: Any) -> dict[str, Any]:
     symbols = settings.symbol_list
     seed_day(url, trades, symbols)
-    read = _best(lambda: read_day_trades(url, DAY))
-    materialize = _best(lambda: _materialize_all(url))
-    sql = _best(lambda: _sql_candles(url))
+    read = best_of(ROUNDS, lambda: read_day_trades(url, DAY))
+    materialize = best_of(ROUNDS, lambda: _materialize_all(url))
+    sql = best_of(ROUNDS, lambda: _sql_candles(url))
     micro = [_micro_batch(url, symbols, r) for r in range(ROUNDS)]
     with connect(url) as conn:
         candles: dict[str, int] = dict(

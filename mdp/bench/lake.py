@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
+from mdp.bench import best_of
 from mdp.database import connect
 from mdp.settings import Settings
 from pipelines.candles import day_window
@@ -58,15 +58,6 @@ def _seed_month(url: str, symbols: list[str]) -> int:
     return int(rows)
 
 
-def _best(action: Callable[[], object]) -> float:
-    timings = []
-    for _ in range(ROUNDS):
-        started = time.perf_counter()
-        action()
-        timings.append(time.perf_counter() - started)
-    return min(timings)
-
-
 def bench_lake(url: str, settings: Settings, **_: Any) -> dict[str, Any]:
     rows = _seed_month(url, settings.symbol_list)
     start, end = day_window(FIRST_DAY)[0], day_window(FIRST_DAY + timedelta(days=DAYS))[0]
@@ -81,9 +72,10 @@ def bench_lake(url: str, settings: Settings, **_: Any) -> dict[str, Any]:
             lake_answer = duck.execute(DUCKDB_QUERY).fetchall()
             pg_answer = conn.execute(POSTGRES_QUERY, {"start": start, "end": end}).fetchall()
             assert len(lake_answer) == len(pg_answer) == DAYS * len(settings.symbol_list)
-            duck_s = _best(lambda: duck.execute(DUCKDB_QUERY).fetchall())
-            pg_s = _best(
-                lambda: conn.execute(POSTGRES_QUERY, {"start": start, "end": end}).fetchall()
+            duck_s = best_of(ROUNDS, lambda: duck.execute(DUCKDB_QUERY).fetchall())
+            pg_s = best_of(
+                ROUNDS,
+                lambda: conn.execute(POSTGRES_QUERY, {"start": start, "end": end}).fetchall(),
             )
     return {
         "days": DAYS,
