@@ -93,6 +93,26 @@ def _describe(rows: list[tuple[Any, ...]], limit: int = 5) -> str:
     return "\n".join(" ".join(str(v) for v in row) for row in rows[:limit])
 
 
+def _offending_rows(
+    context: dg.AssetCheckExecutionContext,
+    market_db: MarketDatabase,
+    interval: str,
+    query_name: str,
+    label: str,
+) -> dg.AssetCheckResult:
+    """Run `sql/queries/<query_name>.sql` over the checked window; it passes when no row comes
+    back, and the first rows describe the failure."""
+    start, end = _checked_window(context)
+    params = {"interval": interval, "start": start, "end": end}
+    with market_db.connect() as conn:
+        rows = conn.execute(query(query_name), params).fetchall()
+    return dg.AssetCheckResult(
+        passed=not rows,
+        metadata={label: len(rows), "window": f"{start:%F} … {end:%F}"},
+        description=_describe(rows) or None,
+    )
+
+
 def candle_checks(interval: str) -> list[dg.AssetChecksDefinition]:
     name = asset_name(interval)
 
@@ -105,15 +125,7 @@ def candle_checks(interval: str) -> list[dg.AssetChecksDefinition]:
     def ohlc_invariants(
         context: dg.AssetCheckExecutionContext, market_db: MarketDatabase
     ) -> dg.AssetCheckResult:
-        start, end = _checked_window(context)
-        params = {"interval": interval, "start": start, "end": end}
-        with market_db.connect() as conn:
-            bad = conn.execute(query("candle_violations"), params).fetchall()
-        return dg.AssetCheckResult(
-            passed=not bad,
-            metadata={"violations": len(bad), "window": f"{start:%F} … {end:%F}"},
-            description=_describe(bad) or None,
-        )
+        return _offending_rows(context, market_db, interval, "candle_violations", "violations")
 
     @dg.asset_check(
         asset=name,
@@ -123,15 +135,7 @@ def candle_checks(interval: str) -> list[dg.AssetChecksDefinition]:
     def reconciles_with_trades(
         context: dg.AssetCheckExecutionContext, market_db: MarketDatabase
     ) -> dg.AssetCheckResult:
-        start, end = _checked_window(context)
-        params = {"interval": interval, "start": start, "end": end}
-        with market_db.connect() as conn:
-            mismatched = conn.execute(query("reconcile_candles"), params).fetchall()
-        return dg.AssetCheckResult(
-            passed=not mismatched,
-            metadata={"mismatched_days": len(mismatched), "window": f"{start:%F} … {end:%F}"},
-            description=_describe(mismatched) or None,
-        )
+        return _offending_rows(context, market_db, interval, "reconcile_candles", "mismatched_days")
 
     return [ohlc_invariants, reconciles_with_trades]
 
