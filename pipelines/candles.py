@@ -142,15 +142,22 @@ def day_window(day: date) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=1)
 
 
+def read_arrow(
+    url: str, statement: sql.Composable, schema: pl.Schema | None = None
+) -> pl.DataFrame:
+    """Rows read as Arrow over binary COPY (ADBC). Values go in as psycopg-quoted literals (see
+    `sql.Literal`): ADBC falls back from COPY to a much slower path for bound parameters."""
+    with adbc.connect(libpq_url(url)) as conn:
+        return pl.read_database(statement.as_string(), conn, schema_overrides=schema)
+
+
 def read_day_trades(url: str, day: date) -> pl.DataFrame:
-    """One UTC day of trades, read as Arrow over binary COPY (ADBC). The bounds are rendered as
-    quoted literals: ADBC falls back from COPY to a much slower path for bound parameters."""
+    """One UTC day of trades."""
     start, end = day_window(day)
     text = sql.SQL(
         "SELECT symbol, ts, seq, price, volume FROM trades WHERE ts >= {} AND ts < {}"
     ).format(sql.Literal(start), sql.Literal(end))
-    with adbc.connect(libpq_url(url)) as conn:
-        frame = pl.read_database(text.as_string(), conn, schema_overrides=ARROW_TRADE_SCHEMA)
+    frame = read_arrow(url, text, ARROW_TRADE_SCHEMA)
     return frame.with_columns(pl.col("ts").dt.epoch("us"))
 
 

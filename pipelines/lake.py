@@ -9,14 +9,12 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-import adbc_driver_postgresql.dbapi as adbc
 import duckdb
 import polars as pl
 from psycopg import sql
 
-from mdp.database import libpq_url
 from mdp.intervals import INTERVALS
-from pipelines.candles import day_window
+from pipelines.candles import day_window, read_arrow
 
 DATABASE_FILE = "lake.duckdb"
 
@@ -36,11 +34,6 @@ def trade_file(lake: Path, day: date) -> Path:
     return lake / "trades" / f"date={day.isoformat()}" / "part.parquet"
 
 
-def _read(url: str, statement: sql.Composable) -> pl.DataFrame:
-    with adbc.connect(libpq_url(url)) as conn:
-        return pl.read_database(statement.as_string(), conn)
-
-
 def _replace(path: Path, frame: pl.DataFrame) -> None:
     """Write `frame` to `path` atomically; an empty frame removes the file."""
     if frame.is_empty():
@@ -55,7 +48,7 @@ def _replace(path: Path, frame: pl.DataFrame) -> None:
 def export_day(url: str, lake: Path, day: date) -> ExportedDay:
     """Copy one UTC day of candles and trades to the lake, replacing that day's files."""
     start, end = (sql.Literal(bound) for bound in day_window(day))
-    candles = _read(
+    candles = read_arrow(
         url,
         sql.SQL(
             'SELECT "interval", symbol, bucket_start, open, high, low, close, volume, vwap,'
@@ -68,7 +61,7 @@ def export_day(url: str, lake: Path, day: date) -> ExportedDay:
         part = candles.filter(pl.col("interval") == interval).drop("interval")
         _replace(candle_file(lake, interval, day), part)
         counts[interval] = part.height
-    trades = _read(
+    trades = read_arrow(
         url,
         sql.SQL(
             "SELECT symbol, ts, price, volume, source, event_id, seq FROM trades"
