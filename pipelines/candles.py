@@ -125,15 +125,13 @@ def lock_candles(conn: Connection) -> None:
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (CANDLES_LOCK_KEY,))
 
 
-def announce(conn: Connection, interval: str, candles: pl.DataFrame) -> None:
-    """Log that these candles changed, for /stream readers (inside the caller's locked
-    transaction; they wake at commit)."""
-    starts = candles.select(pl.from_epoch("bucket_start", "us").dt.replace_time_zone("UTC"))
-    params = {
-        "symbol": candles["symbol"].to_list(),
-        "interval": [interval] * candles.height,
-        "bucket_start": starts["bucket_start"].to_list(),
-    }
+def announce(conn: Connection, changed: dict[str, pl.DataFrame]) -> None:
+    """Log that these candles (per interval) changed, for /stream readers, in one statement
+    inside the caller's locked transaction; the readers wake at commit."""
+    rows = pl.concat(
+        [f.select("symbol", "bucket_start", interval=pl.lit(i)) for i, f in changed.items()]
+    ).with_columns(pl.from_epoch("bucket_start", "us").dt.replace_time_zone("UTC"))
+    params = {c: rows[c].to_list() for c in ("symbol", "interval", "bucket_start")}
     conn.execute(query("announce_candles"), params)
 
 
@@ -252,9 +250,8 @@ def _outcome(day: date, interval: str, candles: pl.DataFrame) -> DayCandles:
 def refresh_buckets(conn: Connection, minutes: pl.DataFrame) -> dict[str, int]:
     """Bring every candle covering the (symbol, minute) buckets of `minutes` up to date, for all
     intervals, inside the caller's transaction; returns the candles written per interval."""
-    written = {
-        "1m": _refresh(conn, "1m", candles_from_trades(read_trades_in_minutes(conn, minutes)))
-    }
+    fresh = {"1m": candles_from_trades(read_trades_in_minutes(conn, minutes))}
+    write_candles(conn, "1m", fresh["1m"])  # the roll-ups below read it back
     minute_us = minutes.select("symbol", pl.col("minute").dt.epoch("us"))
     for interval in ROLLUP_INTERVALS:
         width = width_us(interval)
@@ -267,15 +264,10 @@ def refresh_buckets(conn: Connection, minutes: pl.DataFrame) -> dict[str, int]:
                 for c in ("start", "stop")
             )
         )
-        written[interval] = _refresh(
-            conn, interval, roll_up(read_minute_candles(conn, buckets), interval)
-        )
-    return written
-
-
-def _refresh(conn: Connection, interval: str, candles: pl.DataFrame) -> int:
-    announce(conn, interval, candles)
-    return write_candles(conn, interval, candles)
+        fresh[interval] = roll_up(read_minute_candles(conn, buckets), interval)
+        write_candles(conn, interval, fresh[interval])
+    announce(conn, fresh)
+    return {interval: frame.height for interval, frame in fresh.items()}
 
 
 def _datetime(epoch_us: object) -> datetime:
