@@ -41,6 +41,11 @@ class Trade(BaseModel):
     event_id: str
 
 
+def _trade(row: tuple[Any, ...]) -> Trade:
+    """A Trade from a `latest_trade.sql` or `trade_history.sql` row (ts … event_id, seq)."""
+    return Trade(**dict(zip(Trade.model_fields, row[:5], strict=True)))
+
+
 class DayFigures(BaseModel):
     """Today (UTC) so far, pending trades included; change is against yesterday's close."""
 
@@ -154,7 +159,7 @@ async def _ticker(request: Request, pool: Pool, symbol: str) -> Ticker:
             if change is not None and previous_close
             else None,
         )
-    last_trade = Trade(**dict(zip(Trade.model_fields, latest[:5], strict=True))) if latest else None
+    last_trade = _trade(latest) if latest else None
     return Ticker(symbol=symbol, last_trade=last_trade, today=figures)
 
 
@@ -192,7 +197,7 @@ async def _history(
     params = {"symbol": symbol, "ts": ts, "seq": seq, "limit": limit + 1}
     async with pool.connection() as conn:
         rows = await (await conn.execute(query("trade_history"), params)).fetchall()
-    trades = [Trade(**dict(zip(Trade.model_fields, row[:5], strict=True))) for row in rows[:limit]]
+    trades = [_trade(row) for row in rows[:limit]]
     more = len(rows) > limit
     last = rows[limit - 1] if more else None
     next_before = f"{last[0].astimezone(UTC).isoformat()}~{last[5]}" if last else None

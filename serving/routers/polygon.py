@@ -110,6 +110,13 @@ def _bound(value: str, *, end: bool) -> datetime:
     return day + timedelta(days=1) if end else day
 
 
+def _not_found() -> JSONResponse:
+    return JSONResponse(
+        {"status": "NOT_FOUND", "request_id": _request_id(), "message": "Data not found."},
+        status_code=status.HTTP_404_NOT_FOUND,
+    )
+
+
 def _request_id() -> str:
     return uuid.uuid4().hex
 
@@ -185,18 +192,14 @@ async def aggregates(
 )
 async def last_trade(request: Request, pool: Pool, ticker: str) -> Response:
     """The latest trade, Polygon-style (times in Unix nanoseconds, `q` the acceptance order)."""
-    not_found = JSONResponse(
-        {"status": "NOT_FOUND", "request_id": _request_id(), "message": "Data not found."},
-        status_code=status.HTTP_404_NOT_FOUND,
-    )
     try:
         await known_symbol(request, ticker)
     except HTTPException:
-        return not_found
+        return _not_found()
     async with pool.connection() as conn:
         row = await (await conn.execute(query("latest_trade"), {"symbol": ticker})).fetchone()
     if row is None:
-        return not_found
+        return _not_found()
     ts, price, volume, source, event_id, seq = row
     nanos = (ts - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1) * 1000
     result = LastTradeResult(
