@@ -1,17 +1,19 @@
-"""Every error leaves as JSON with a clear message: 4xx for the caller's mistakes, 503 while the
-database is away, a bare 500 (no stack trace) for our own."""
+"""Every error leaves as JSON with a clear message (one body, `Refusal`): 4xx for the caller's
+mistakes, 503 while the database is away, a bare 500 (no stack trace) for our own. Routes document
+the refusals they can answer with `refusals(...)`."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 import psycopg
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from psycopg_pool import PoolTimeout
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
 
 from serving.ticks import InvalidTicks, MalformedBody
@@ -34,8 +36,37 @@ class Problem(BaseModel):
 
 
 class Refusal(BaseModel):
+    # `errors` is always sent (empty unless listed), so the schema says it is required.
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
     detail: str
     errors: list[Problem] = []
+
+
+def _header(description: str, schema: dict[str, str]) -> dict[str, Any]:
+    return {"description": description, "required": True, "schema": schema}
+
+
+# What each refusal means, for the OpenAPI document; the handlers below send them.
+_MEANINGS: dict[int, dict[str, Any]] = {
+    status.HTTP_400_BAD_REQUEST: {"description": "The body is not JSON (or NDJSON) at all"},
+    status.HTTP_401_UNAUTHORIZED: {
+        "description": "Missing or wrong credentials",
+        "headers": {"WWW-Authenticate": _header("The scheme to use", {"type": "string"})},
+    },
+    status.HTTP_404_NOT_FOUND: {"description": "Unknown symbol"},
+    status.HTTP_413_CONTENT_TOO_LARGE: {"description": "Body above the configured limit"},
+    status.HTTP_422_UNPROCESSABLE_CONTENT: {"description": "Invalid request; nothing was done"},
+    status.HTTP_503_SERVICE_UNAVAILABLE: {
+        "description": "Database unavailable; retry",
+        "headers": {"Retry-After": _header("Seconds to wait", {"type": "integer"})},
+    },
+}
+
+
+def refusals(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` of a route that can answer these refusals."""
+    return {code: {"model": Refusal, **_MEANINGS[code]} for code in codes}
 
 
 def _refusal(

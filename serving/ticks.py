@@ -16,6 +16,8 @@ import msgspec
 
 MAX_FUTURE = timedelta(minutes=5)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# An offset can put a year-1 time before the year 1 in UTC, which Python cannot read back.
+EARLIEST = datetime.min.replace(tzinfo=UTC)
 # JSON can carry NUL only as this escape; PostgreSQL text cannot store it at all.
 NUL_ESCAPE = b"\\u0000"
 
@@ -101,6 +103,8 @@ def _rows(
                 continue
         if t.ts > latest:
             errors.append(TickError(i, "ts", "is more than 5 minutes in the future"))
+        elif t.ts < EARLIEST:
+            errors.append(TickError(i, "ts", "is before the year 1 in UTC"))
         if t.symbol not in symbols:
             errors.append(_unknown(i, t.symbol))
     if errors:

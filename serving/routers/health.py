@@ -30,7 +30,13 @@ async def liveness() -> Liveness:
     return Liveness(status="alive")
 
 
-@router.get("/readiness", responses={503: {"model": Readiness}})
+@router.get(
+    "/readiness",
+    response_model=Readiness,
+    responses={
+        503: {"model": Readiness, "description": "Database unreachable or migrations pending"}
+    },
+)
 async def readiness(request: Request) -> JSONResponse:
     expected: list[str] = request.app.state.expected_migrations
     try:

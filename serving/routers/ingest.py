@@ -3,39 +3,68 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
+import msgspec
 from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel
 
 from serving.auth import IngestAuth
-from serving.errors import Refusal
-from serving.ticks import InboxRow, InvalidTicks, parse_ticks
+from serving.errors import refusals
+from serving.ticks import InboxRow, InvalidTicks, Tick, parse_ticks
 
-router = APIRouter(prefix="/ingest", tags=["ingest"], dependencies=[IngestAuth])
+router = APIRouter(
+    prefix="/ingest",
+    tags=["ingest"],
+    dependencies=[IngestAuth],
+    responses=refusals(400, 401, 413, 422, 503),
+)
 
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/x-jsonlines")
+
+# The body is read and validated by msgspec (serving.ticks), so its schema comes from there too.
+TICK_SCHEMA = msgspec.json.schema_components([Tick])[1]["Tick"]
+TICK_EXAMPLE = {
+    "symbol": "AAPL",
+    "ts": "2025-11-20T14:30:00.123Z",
+    "price": 187.25,
+    "volume": 100,
+    "source": "XNAS",
+    "event_id": "XNAS-20251120-1",
+}
+
+
+def _body(content: dict[str, Any]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": content}}
 
 
 class Accepted(BaseModel):
     accepted: int
 
 
-REFUSALS: dict[int | str, dict[str, object]] = {
-    400: {"model": Refusal, "description": "Malformed JSON"},
-    401: {"model": Refusal, "description": "Missing or wrong credentials"},
-    413: {"model": Refusal, "description": "Body above the configured limit"},
-    422: {"model": Refusal, "description": "Invalid ticks; nothing was stored"},
-    503: {"model": Refusal, "description": "Database unavailable; retry"},
-}
-
-
-@router.post("/tick", status_code=status.HTTP_202_ACCEPTED, responses=REFUSALS)
+@router.post(
+    "/tick",
+    status_code=status.HTTP_202_ACCEPTED,
+    openapi_extra=_body({"application/json": {"schema": TICK_SCHEMA, "example": TICK_EXAMPLE}}),
+)
 async def ingest_tick(request: Request) -> Accepted:
     """One tick as a JSON object. `202` means it is committed in PostgreSQL."""
     return await _ingest(request, batch=False)
 
 
-@router.post("/ticks", status_code=status.HTTP_202_ACCEPTED, responses=REFUSALS)
+@router.post(
+    "/ticks",
+    status_code=status.HTTP_202_ACCEPTED,
+    openapi_extra=_body(
+        {
+            "application/json": {
+                "schema": {"type": "array", "items": TICK_SCHEMA, "minItems": 1},
+                "example": [TICK_EXAMPLE],
+            },
+            **{ndjson: {"schema": {"type": "string"}} for ndjson in NDJSON_TYPES},
+        }
+    ),
+)
 async def ingest_ticks(request: Request) -> Accepted:
     """A JSON array of ticks, or NDJSON. Atomic: one bad tick refuses the batch."""
     return await _ingest(request, batch=True)

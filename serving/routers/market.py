@@ -7,20 +7,22 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 
 import msgspec
-from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
 from pydantic import BaseModel
 
 from mdp.database import query
 from mdp.intervals import INTERVALS
 from serving.db import Pool
-from serving.errors import Refusal
+from serving.errors import refusals
 
 router = APIRouter(tags=["market data"])
 
 Interval = Literal["1m", "5m", "15m", "1h", "1d"]
-NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: {"model": Refusal, "description": "unknown symbol"}
-}
+EARLIEST, LATEST = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
+# The example is a symbol registered by default (mdp.settings.DEFAULT_SYMBOLS).
+PathSymbol = Annotated[str, Path(examples=["AAPL"])]
+QuerySymbol = Annotated[str, Query(examples=["AAPL"])]
+SYMBOL_READ = refusals(404, 422, 503)  # what a read about one symbol can refuse
 
 
 class Symbol(BaseModel):
@@ -71,7 +73,7 @@ class TradeHistory(BaseModel):
     symbol: str
     trades: list[Trade]
     next_before: str | None = None
-    """Pass as `before` for the next (older) page; absent on the last page."""
+    """Pass as `before` for the next (older) page; null on the last page."""
 
 
 class Candle(BaseModel):
@@ -105,15 +107,29 @@ async def known_symbol(request: Request, symbol: str) -> str:
     return symbol
 
 
-def aware(moment: datetime | None, name: str) -> datetime | None:
-    if moment is not None and moment.tzinfo is None:
+def utc(moment: datetime, name: str) -> datetime:
+    """A caller's time in UTC; a 422 without a zone offset or outside the years 1 to 9999 in UTC."""
+    if moment.tzinfo is None:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, f"{name} needs a zone offset (e.g. Z)"
         )
-    return moment.astimezone(UTC) if moment else None
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"{name} is out of range in UTC"
+        ) from None
 
 
-@router.get("/symbols")
+def shifted(moment: datetime, by: timedelta) -> datetime:
+    """`moment + by`, held within the years 1 to 9999: a far-out bound stays as far as can be."""
+    try:
+        return moment + by
+    except OverflowError:
+        return LATEST if by > timedelta(0) else EARLIEST
+
+
+@router.get("/symbols", responses=refusals(503))
 async def symbols(pool: Pool) -> Symbols:
     async with pool.connection() as conn:
         cur = await conn.execute(
@@ -163,14 +179,14 @@ async def _ticker(request: Request, pool: Pool, symbol: str) -> Ticker:
     return Ticker(symbol=symbol, last_trade=last_trade, today=figures)
 
 
-@router.get("/tickers/{symbol}", responses=NOT_FOUND)
-async def ticker(request: Request, pool: Pool, symbol: str) -> Ticker:
+@router.get("/tickers/{symbol}", responses=SYMBOL_READ)
+async def ticker(request: Request, pool: Pool, symbol: PathSymbol) -> Ticker:
     """The latest trade and today's open, high, low, last, volume and change."""
     return await _ticker(request, pool, symbol)
 
 
-@router.get("/tickets/{symbol}", responses=NOT_FOUND, deprecated=True)
-async def ticket(request: Request, pool: Pool, symbol: str) -> Ticker:
+@router.get("/tickets/{symbol}", responses=SYMBOL_READ, deprecated=True)
+async def ticket(request: Request, pool: Pool, symbol: PathSymbol) -> Ticker:
     """The older spelling of `/tickers/{symbol}`, kept for existing clients."""
     return await _ticker(request, pool, symbol)
 
@@ -178,11 +194,10 @@ async def ticket(request: Request, pool: Pool, symbol: str) -> Ticker:
 def _cursor(before: str | None) -> tuple[datetime, int]:
     """`before` is a `next_before` cursor (`<RFC 3339 time>~<seq>`) or a plain RFC 3339 time."""
     if before is None:
-        return datetime.max.replace(tzinfo=UTC), 0
+        return LATEST, 0
     moment, _, seq = before.partition("~")
     try:
-        parsed = aware(datetime.fromisoformat(moment), "before")
-        return parsed or datetime.max.replace(tzinfo=UTC), int(seq) if seq else 0
+        return utc(datetime.fromisoformat(moment), "before"), int(seq) if seq else 0
     except ValueError as exc:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, f"before is not a cursor or time: {before!r}"
@@ -207,27 +222,27 @@ async def _history(
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
-@router.get("/tickers/{symbol}/history", responses=NOT_FOUND)
+@router.get("/tickers/{symbol}/history", responses=SYMBOL_READ)
 async def history(
-    request: Request, pool: Pool, symbol: str, limit: Limit = 100, before: str | None = None
+    request: Request, pool: Pool, symbol: PathSymbol, limit: Limit = 100, before: str | None = None
 ) -> TradeHistory:
     """Canonical trades, newest first; page with `before` = the previous page's `next_before`."""
     return await _history(request, pool, symbol, limit, before)
 
 
-@router.get("/tickets/{symbol}/history", responses=NOT_FOUND, deprecated=True)
+@router.get("/tickets/{symbol}/history", responses=SYMBOL_READ, deprecated=True)
 async def ticket_history(
-    request: Request, pool: Pool, symbol: str, limit: Limit = 100, before: str | None = None
+    request: Request, pool: Pool, symbol: PathSymbol, limit: Limit = 100, before: str | None = None
 ) -> TradeHistory:
     """The older spelling of `/tickers/{symbol}/history`."""
     return await _history(request, pool, symbol, limit, before)
 
 
-@router.get("/candles", response_model=CandlesPage, responses=NOT_FOUND)
+@router.get("/candles", response_model=CandlesPage, responses=SYMBOL_READ)
 async def candles(
     request: Request,
     pool: Pool,
-    symbol: str,
+    symbol: QuerySymbol,
     interval: Interval = "1m",
     start: datetime | None = None,
     end: datetime | None = None,
@@ -238,18 +253,19 @@ async def candles(
     The bucket still filling, and any bucket with trades accepted but not yet materialized,
     comes merged with those trades and `is_final: false`."""
     await known_symbol(request, symbol)
-    end = aware(end, "end") or datetime.now(UTC)
-    start = aware(start, "start") or end - timedelta(days=1)
+    end = utc(end, "end") if end else datetime.now(UTC)
+    start = utc(start, "start") if start else shifted(end, -timedelta(days=1))
     if start > end:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "start is after end")
     width = INTERVALS[interval]
     if page_token:
         try:
-            start = max(start, datetime.fromisoformat(page_token) + width)
+            issued = utc(datetime.fromisoformat(page_token), "page_token")
         except ValueError as exc:
             raise HTTPException(
                 status.HTTP_422_UNPROCESSABLE_CONTENT, "page_token is not one we issued"
             ) from exc
+        start = max(start, shifted(issued, width))
     params = {
         "symbol": symbol,
         "interval": interval,

@@ -118,7 +118,11 @@ def _status(request: Request, snap: Snapshot) -> IngestionStatus:
     )
 
 
-@router.get("/status/ingestion", responses={503: {"model": IngestionStatus}})
+@router.get(
+    "/status/ingestion",
+    response_model=IngestionStatus,
+    responses={503: {"model": IngestionStatus, "description": "Database unreachable"}},
+)
 async def ingestion_status(request: Request) -> JSONResponse:
     """Alive while the last ingestion cycle is younger than 3 times INGESTION_INTERVAL_SECONDS."""
     report = _status(request, await _snapshot(request))
@@ -187,7 +191,15 @@ class _Families:
 @router.get(
     "/metrics",
     response_model=Metrics,
-    responses={200: {"content": {"text/plain": {}, "application/openmetrics-text": {}}}},
+    responses={
+        200: {
+            "description": "JSON, or Prometheus or OpenMetrics text as the Accept header asks",
+            "content": {
+                "text/plain": {"schema": {"type": "string"}},
+                "application/openmetrics-text": {"schema": {"type": "string"}},
+            },
+        }
+    },
 )
 async def metrics(request: Request) -> Response:
     snap = await _snapshot(request)

@@ -17,7 +17,8 @@ from pydantic import BaseModel
 from mdp.database import query
 from mdp.intervals import INTERVALS
 from serving.db import Pool
-from serving.routers.market import known_symbol
+from serving.errors import refusals
+from serving.routers.market import PathSymbol, known_symbol, shifted
 
 router = APIRouter(prefix="/v2", tags=["polygon compatible"])
 
@@ -69,6 +70,14 @@ class LastTrade(BaseModel):
     results: LastTradeResult
 
 
+class NotFound(BaseModel):
+    """Polygon's answer when a ticker has no data."""
+
+    status: Literal["NOT_FOUND"]
+    request_id: str
+    message: str
+
+
 @dataclass(frozen=True)
 class BarShape:
     """How bars of `multiplier` times `timespan` are made from a stored base interval."""
@@ -97,24 +106,24 @@ def bar_shape(multiplier: int, timespan: str) -> BarShape:
 def _bound(value: str, *, end: bool) -> datetime:
     """`from`/`to` as Unix milliseconds (a bar starting at `to` is included) or a date (whole
     days, `to` inclusive); the result is a half-open bound."""
-    if EPOCH_MS.match(value):
-        moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=int(value))
-        return moment + timedelta(milliseconds=1) if end else moment
     try:
-        day = datetime.combine(date.fromisoformat(value), datetime.min.time(), UTC)
-    except ValueError as exc:
+        if EPOCH_MS.match(value):
+            start = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=int(value))
+            unit = timedelta(milliseconds=1)
+        else:
+            start = datetime.combine(date.fromisoformat(value), datetime.min.time(), UTC)
+            unit = timedelta(days=1)
+    except (ValueError, OverflowError) as exc:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
-            f"{value!r} is neither YYYY-MM-DD nor Unix milliseconds",
+            f"{value!r} is neither YYYY-MM-DD nor Unix milliseconds within the years 1 to 9999",
         ) from exc
-    return day + timedelta(days=1) if end else day
+    return shifted(start, unit) if end else start
 
 
 def _not_found() -> JSONResponse:
-    return JSONResponse(
-        {"status": "NOT_FOUND", "request_id": _request_id(), "message": "Data not found."},
-        status_code=status.HTTP_404_NOT_FOUND,
-    )
+    body = NotFound(status="NOT_FOUND", request_id=_request_id(), message="Data not found.")
+    return JSONResponse(body.model_dump(), status_code=status.HTTP_404_NOT_FOUND)
 
 
 def _request_id() -> str:
@@ -125,11 +134,12 @@ def _request_id() -> str:
     "/aggs/ticker/{ticker}/range/{multiplier}/{timespan}/{from_}/{to}",
     response_model=Aggregates,
     response_model_exclude_none=True,
+    responses=refusals(422, 503),
 )
 async def aggregates(
     request: Request,
     pool: Pool,
-    ticker: str,
+    ticker: PathSymbol,
     multiplier: Annotated[int, Path(ge=1, le=100_000)],
     timespan: Timespan,
     from_: str,
@@ -188,9 +198,12 @@ async def aggregates(
 @router.get(
     "/last/trade/{ticker}",
     response_model=LastTrade,
-    responses={404: {"description": "no trade for this ticker"}},
+    responses={
+        status.HTTP_404_NOT_FOUND: {"model": NotFound, "description": "No trade for this ticker"},
+        **refusals(422, 503),
+    },
 )
-async def last_trade(request: Request, pool: Pool, ticker: str) -> Response:
+async def last_trade(request: Request, pool: Pool, ticker: PathSymbol) -> Response:
     """The latest trade, Polygon-style (times in Unix nanoseconds, `q` the acceptance order)."""
     try:
         await known_symbol(request, ticker)

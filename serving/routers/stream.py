@@ -16,6 +16,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from mdp.database import CANDLES_LOCK_KEY, query
 from serving.auth import IngestAuth
 from serving.db import Pool
+from serving.errors import refusals
 from serving.routers.market import Interval, known_symbol
 
 router = APIRouter(tags=["stream"])
@@ -47,7 +48,13 @@ def _resume_from(last_event_id: str | None) -> tuple[int, int] | None:
 @router.get(
     "/stream",
     response_class=EventSourceResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "an event stream"}},
+    responses={
+        200: {
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "description": "An event stream that lasts until the client leaves",
+        },
+        **refusals(404, 422, 503),
+    },
 )
 async def stream(
     request: Request,
@@ -121,6 +128,7 @@ class Announced(BaseModel):
     status_code=status.HTTP_202_ACCEPTED,
     dependencies=[IngestAuth],
     tags=["internal"],
+    responses=refusals(400, 401, 404, 422, 503),
 )
 async def agg_update(request: Request, pool: Pool, update: AggUpdate) -> Announced:
     """A pipeline announces candles it changed; /stream readers get their current values."""
