@@ -15,7 +15,8 @@ from collections.abc import Sequence
 
 from mdp.settings import get_settings
 
-SUITES = ["ingest", "candles", "serve", "freshness", "lake"]
+SUITES = ["ingest", "candles", "serve", "freshness", "lake", "soak"]
+DEFAULT_SUITES = SUITES[:-1]  # the soak runs when asked for
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -72,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="benchmarks, printed as one JSON document")
 
-    bench.add_argument("suite", nargs="*", help=f"any of {', '.join(SUITES)} (default: all)")
+    bench.add_argument(
+        "suite", nargs="*", help=f"any of {', '.join(SUITES)} (default: all but soak)"
+    )
     bench.add_argument("--rows", type=int, default=200_000, help="rows for the ingest benchmark")
     bench.add_argument(
         "--trades", type=int, default=1_000_000, help="trades in the candle benchmark's day"
@@ -82,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=120,
         help="how long the freshness benchmark runs the platform",
+    )
+    bench.add_argument(
+        "--minutes", type=float, default=10.0, help="how long the soak runs (default: 10)"
     )
     bench.set_defaults(run=_bench)
     return parser
@@ -208,9 +214,10 @@ def _bench(args: argparse.Namespace) -> int:
         )
         return 2
     return run_benchmarks(
-        args.suite or SUITES,
+        args.suite or DEFAULT_SUITES,
         get_settings(),
         rows=args.rows,
         trades=args.trades,
         seconds=args.seconds,
+        minutes=args.minutes,
     )

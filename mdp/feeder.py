@@ -47,6 +47,8 @@ class FeedStats:
     late: int = 0
     retries: int = 0
     rejected: int = 0
+    ack_ms: list[float] = field(default_factory=list, repr=False)
+    """The latency of each acked POST (the last attempt's, when it was retried)."""
 
 
 @dataclass
@@ -118,8 +120,10 @@ async def post_until_acked(
     delay = 0.1
     while True:
         try:
+            started = time.perf_counter()
             response = await client.post("/ingest/ticks", json=batch)
             if response.status_code == 202:
+                stats.ack_ms.append((time.perf_counter() - started) * 1000)
                 return True
             if response.status_code not in RETRYABLE:
                 log.error("batch refused with %s: %s", response.status_code, response.text[:500])

@@ -63,20 +63,25 @@ def promote_batch(
 
 
 def drain_inbox(
-    conn: Connection, max_rows: int = DEFAULT_MAX_ROWS, run_id: str | None = None
+    conn: Connection,
+    max_rows: int = DEFAULT_MAX_ROWS,
+    run_id: str | None = None,
+    max_batches: int | None = None,
 ) -> list[PromotedBatch]:
-    """Promote, batch after batch, every row that was in the inbox when the drain began; rows
-    arriving meanwhile wait for the next drain, so a steady feed cannot keep one drain going."""
+    """Promote, batch after batch, every row that was in the inbox when the drain began (at most
+    `max_batches` batches); rows arriving meanwhile wait for the next drain, so a steady feed
+    cannot keep one drain going."""
     [(high_water,)] = conn.execute("SELECT max(seq) FROM trade_inbox").fetchall()
     conn.commit()
     if high_water is None:
         return []
-    batches = []
-    while True:
+    batches: list[PromotedBatch] = []
+    while max_batches is None or len(batches) < max_batches:
         batch = promote_batch(conn, max_rows, run_id, up_to_seq=high_water)
         batches.append(batch)
         if batch.inbox_rows < max_rows:
-            return batches
+            break
+    return batches
 
 
 def inbox_span(conn: Connection) -> tuple[int, int] | None:

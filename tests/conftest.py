@@ -4,18 +4,30 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
 
-from mdp.database import Connection, connect, create_database, prepare, with_database
+from mdp.database import (
+    Connection,
+    connect,
+    create_database,
+    dagster_storage_url,
+    prepare,
+    with_database,
+)
 from mdp.embedded import EmbeddedPostgres
 from mdp.processes import api_server
 from mdp.settings import DEFAULT_SYMBOLS
 
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent  # dagster, dagster-daemon
 LOCAL_SERVER = "postgresql://127.0.0.1:5432/postgres"
 SYMBOLS = DEFAULT_SYMBOLS.split(",")
 USER, PASSWORD = "tester", "s3cret-test-password"
@@ -50,10 +62,32 @@ def database_url(server_url: str) -> Iterator[str]:
     url = with_database(server_url, name)
     prepare(url, SYMBOLS)
     yield url
+    _drop_database(server_url, name)
+
+
+def _drop_database(server_url: str, name: str) -> None:
     with connect(server_url, autocommit=True) as conn:
         conn.execute(
             psycopg.sql.SQL("DROP DATABASE {} WITH (FORCE)").format(psycopg.sql.Identifier(name))
         )
+
+
+@pytest.fixture(scope="session")
+def dagster_env(
+    server_url: str, database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
+    """Environment for Dagster CLI processes: our dagster.yaml on a PostgreSQL instance database."""
+    home = tmp_path_factory.mktemp("dagster_home")
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    name = f"dagster_test_{uuid.uuid4().hex[:8]}"
+    create_database(server_url, name)
+    yield {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "DAGSTER_PG_URL": dagster_storage_url(with_database(server_url, name)),
+        "DATABASE_URL": database_url,
+    }
+    _drop_database(server_url, name)
 
 
 @pytest.fixture

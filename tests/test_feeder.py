@@ -10,8 +10,8 @@ from pathlib import Path
 
 from mdp.database import Connection
 from mdp.feeder import FeedConfig, run_feed
+from mdp.reconcile import read_ack_log
 from tests.conftest import PASSWORD, SYMBOLS, USER
-from tests.test_durability import acked_identities
 
 
 def test_the_feeder_delivers_a_realistic_mix(api_url: str, db: Connection, tmp_path: Path) -> None:
@@ -38,7 +38,7 @@ def test_the_feeder_delivers_a_realistic_mix(api_url: str, db: Connection, tmp_p
         "SELECT source, event_id, symbol, ts, price FROM trade_inbox ORDER BY seq"
     ).fetchall()
     assert len(rows) == stats.ticks == len(ack_log.read_text().splitlines())
-    assert acked_identities(ack_log) == {(r[0], r[1]) for r in rows}
+    assert read_ack_log(ack_log) == {(r[0], r[1]) for r in rows}
     assert {r[0] for r in rows} == {"XNAS", "ARCX", "BATS", "IEXG"}
     assert {r[2] for r in rows} == set(SYMBOLS)
     assert all(r[4] > 0 for r in rows)

@@ -1,21 +1,29 @@
-"""Hostile input: SQL-shaped values are data, never SQL; credentials never reach logs or error
-bodies; and the candle computation holds against a plain reference for any trades (hypothesis)."""
+"""Hostile input: SQL-shaped values are data, never SQL; credentials are compared in constant
+time and never reach logs or error bodies; the candle computation holds against a plain reference
+for any trades (hypothesis); odd bodies and slow clients."""
 
 from __future__ import annotations
 
+import secrets
 import socket
 import subprocess
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import polars as pl
+import pytest
+from fastapi import HTTPException
+from fastapi.security import HTTPBasicCredentials
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mdp.database import Connection
 from mdp.processes import free_port, spawn_mdp, stop, wait_until_live
+from mdp.settings import Settings
 from pipelines.candles import candles_from_trades, roll_up, width_us
 from pipelines.ingestion import drain_inbox
+from serving.auth import require_ingest_credentials
 from tests.conftest import PASSWORD, USER, api_env
 from tests.test_ingest_api import tick
 
@@ -25,6 +33,30 @@ INJECTIONS = [
     'AAPL"; DELETE FROM candles; --',
     "1) UNION SELECT * FROM pg_shadow --",
 ]
+
+
+@pytest.mark.parametrize(
+    ("user", "password"),
+    [("someone", PASSWORD), (USER, "wrong"), ("x", "y"), (USER * 50, PASSWORD * 50)],
+)
+def test_both_credential_parts_are_always_compared_in_constant_time(
+    monkeypatch: pytest.MonkeyPatch, user: str, password: str
+) -> None:
+    """No early exit on a wrong user name: the time taken says nothing about which part failed."""
+    compared: list[tuple[bytes, bytes]] = []
+    constant_time = secrets.compare_digest
+
+    def compare_digest(given: bytes, expected: bytes) -> bool:
+        compared.append((given, expected))
+        return constant_time(given, expected)
+
+    monkeypatch.setattr("serving.auth.secrets.compare_digest", compare_digest)
+    settings = Settings(ingest_username=USER, ingest_password=PASSWORD)  # type: ignore[arg-type]
+    request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(settings=settings)))
+    with pytest.raises(HTTPException) as refused:
+        require_ingest_credentials(request, HTTPBasicCredentials(username=user, password=password))  # type: ignore[arg-type]
+    assert refused.value.status_code == 401
+    assert compared == [(user.encode(), USER.encode()), (password.encode(), PASSWORD.encode())]
 
 
 def test_sql_shaped_values_are_data_in_every_parameter(

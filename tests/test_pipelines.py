@@ -4,30 +4,16 @@ operators rely on. Real Dagster runs against the real PostgreSQL."""
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import signal
 import subprocess
-import sys
-import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import dagster as dg
 import httpx
-import psycopg
 import pytest
 
 from mdp.database import (
-    CANDLES_LOCK_KEY,
     Connection,
-    connect,
-    create_database,
-    dagster_storage_url,
-    with_database,
 )
 from mdp.intervals import INTERVALS
 from pipelines.definitions import defs
@@ -37,12 +23,12 @@ from pipelines.defs.maintenance import prune_runs
 from pipelines.defs.resources import MarketDatabase
 from pipelines.ingestion import drain_inbox
 from tests.candle_reference import assert_candles_match_trades
+from tests.conftest import BIN, ROOT
 from tests.test_candles import at, send
 from tests.test_ingest_api import tick
 
-ROOT = Path(__file__).resolve().parent.parent
 CANDLE_KEYS = [f"candles_{i}" for i in INTERVALS]
-DAGSTER = Path(sys.executable).with_name("dagster")
+DAGSTER = BIN / "dagster"
 
 
 @pytest.fixture
@@ -56,27 +42,6 @@ def market_env(monkeypatch: pytest.MonkeyPatch, database_url: str) -> str:
     """Definitions bind the market database from DATABASE_URL, as `mdp up` sets it."""
     monkeypatch.setenv("DATABASE_URL", database_url)
     return database_url
-
-
-@pytest.fixture(scope="session")
-def dagster_env(
-    server_url: str, database_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, str]]:
-    """Environment for Dagster CLI processes: our dagster.yaml on a PostgreSQL instance database."""
-    home = tmp_path_factory.mktemp("dagster_home")
-    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
-    name = f"dagster_test_{uuid.uuid4().hex[:8]}"
-    create_database(server_url, name)
-    yield {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "DAGSTER_PG_URL": dagster_storage_url(with_database(server_url, name)),
-        "DATABASE_URL": database_url,
-    }
-    with connect(server_url, autocommit=True) as conn:
-        conn.execute(
-            psycopg.sql.SQL("DROP DATABASE {} WITH (FORCE)").format(psycopg.sql.Identifier(name))
-        )
 
 
 def dagster(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -236,59 +201,6 @@ def test_a_cli_backfill_recomputes_exactly_the_range(
     assert covered == [(days[1],), (days[2],)]
     counts = db.execute('SELECT "interval", count(*) FROM candles GROUP BY 1').fetchall()
     assert dict(counts) == dict.fromkeys(INTERVALS, 2)
-
-
-def holds_candles_lock(db: Connection) -> bool:
-    row = db.execute(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
-        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-        " AND ((classid::int8 << 32) | objid::int8) = %s",
-        (CANDLES_LOCK_KEY,),
-    ).fetchone()
-    return bool(row and row[0])
-
-
-def test_a_killed_ingest_run_loses_and_duplicates_nothing(
-    client: httpx.Client, db: Connection, dagster_env: dict[str, str], tmp_path: Path
-) -> None:
-    ticks = [
-        tick(i, ts=f"2026-11-20T{i % 24:02}:{i % 60:02}:{(i * 7) % 60:02}Z", price=1.0 + i % 97)
-        for i in range(30_000)
-    ]
-    send(client, ticks, batch=5000)
-    send(client, ticks[:500], batch=500)  # resends: duplicates across batches
-    config = tmp_path / "run.json"
-    config.write_text(json.dumps({"ops": {"trades": {"config": {"max_rows": 3000}}}}))
-    args = ["job", "execute", "-m", "pipelines.definitions", "-j", "ingest_trades_job"]
-    run = subprocess.Popen(
-        [str(DAGSTER), *args, "-c", str(config)],
-        env=dagster_env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 120
-    promoted_some = False
-    while time.monotonic() < deadline and not promoted_some:
-        promoted_some = db.execute("SELECT count(*) > 0 FROM trades").fetchone() == (True,)
-        time.sleep(0.01)
-    while not holds_candles_lock(db) and time.monotonic() < deadline:
-        time.sleep(0.005)
-    os.killpg(run.pid, signal.SIGKILL)  # mid-drain, inside a batch's transaction
-    run.wait()
-
-    [(pending, kept)] = db.execute(
-        "SELECT (SELECT count(*) FROM trade_inbox), (SELECT count(*) FROM trades)"
-    ).fetchall()
-    assert 0 < kept < len(ticks)
-    assert pending + kept >= len(ticks)  # every acknowledged tick is somewhere
-
-    rerun = dagster(dagster_env, *args)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert db.execute("SELECT count(*) FROM trade_inbox").fetchone() == (0,)
-    assert db.execute("SELECT count(*) FROM trades").fetchone() == (len(ticks),)
-    assert_candles_match_trades(db)
 
 
 def test_pruning_keeps_dagster_history_bounded(

@@ -76,6 +76,7 @@ def run_benchmarks(suites: list[str], settings: Settings, **options: Any) -> int
     from mdp.bench.ingest import bench_ingest
     from mdp.bench.lake import bench_lake
     from mdp.bench.serve import bench_serve
+    from mdp.bench.soak import bench_soak
 
     available: dict[str, Callable[..., dict[str, Any]]] = {
         "ingest": bench_ingest,
@@ -83,6 +84,7 @@ def run_benchmarks(suites: list[str], settings: Settings, **options: Any) -> int
         "serve": bench_serve,
         "freshness": bench_freshness,
         "lake": bench_lake,
+        "soak": bench_soak,
     }
     with bench_database(settings) as url:
         report: dict[str, Any] = {"machine": machine(url)}

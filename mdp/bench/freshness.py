@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import secrets
-import signal
 import statistics
-import sys
-import tempfile
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -18,8 +14,8 @@ from typing import Any
 
 import httpx
 
-from mdp.database import connect, create_database, dagster_storage_url, with_database
-from mdp.processes import free_port, spawn_mdp, stop, wait_until_live
+from mdp.bench.up import running_platform
+from mdp.database import connect
 from mdp.settings import Settings
 
 PROBE = "PROBE"  # a symbol of the probes' own, so the feed does not blur what they measure
@@ -42,32 +38,12 @@ FROM (
 
 
 def bench_freshness(url: str, settings: Settings, *, seconds: int, **_: Any) -> dict[str, Any]:
-    dagster_db = "mdp_bench_dagster"
-    create_database(url, dagster_db)
     with connect(url) as conn:
-        conn.execute("TRUNCATE trade_inbox, trades, candles, ingest_batches, candle_updates")
         conn.execute("INSERT INTO symbols (symbol) VALUES (%s) ON CONFLICT DO NOTHING", (PROBE,))
-    port = free_port()
-    api = f"http://127.0.0.1:{port}"
-    credentials = ("bench", secrets.token_urlsafe(12))
-    with tempfile.TemporaryDirectory(prefix="mdp-bench-") as data_dir:
-        env = {
-            "DATABASE_URL": url,
-            "DAGSTER_PG_URL": dagster_storage_url(with_database(url, dagster_db)),
-            "MDP_DATA_DIR": data_dir,
-            "INGEST_USERNAME": credentials[0],
-            "INGEST_PASSWORD": credentials[1],
-        }
-        args = ["up", "--port", str(port), "--dagster-port", str(free_port())]
-        platform = spawn_mdp(args, env, stdout=sys.stderr)  # stdout carries the JSON report
-        try:
-            wait_until_live(api, platform, timeout=120)
-            _wait_for_first_batch(url, timeout=180)
-            started = time.monotonic()
-            probes = _probe(api, credentials)
-            time.sleep(max(0.0, seconds - (time.monotonic() - started)))
-        finally:
-            stop(platform, signal.SIGTERM, timeout=30)
+    with running_platform(url) as platform:
+        started = time.monotonic()
+        probes = _probe(platform.api, platform.credentials)
+        time.sleep(max(0.0, seconds - (time.monotonic() - started)))
     with connect(url) as conn:
         [(trades, (p50, p95, p99), worst, batches)] = conn.execute(ACK_TO_MATERIALIZED).fetchall()
     return {
@@ -137,14 +113,3 @@ def _probe(api: str, credentials: tuple[str, str]) -> dict[str, Any]:
         "ack_to_sse_event_ms": _percentiles(to_event),
         "ack_to_visible_in_candles_ms": _percentiles(to_candles),
     }
-
-
-def _wait_for_first_batch(url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    with connect(url, autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            row = conn.execute("SELECT 1 FROM ingest_batches WHERE inbox_rows > 0").fetchone()
-            if row:
-                return
-            time.sleep(1)
-    raise TimeoutError("no micro-batch ran: is the Dagster daemon starting?")

@@ -15,15 +15,21 @@ from pipelines.defs.candles import asset_name, daily_partitions
 from pipelines.defs.resources import MarketDatabase
 from pipelines.ingestion import DEFAULT_MAX_ROWS, drain_inbox, inbox_span, record_idle_cycle
 
-# A run older than this that still looks in flight was most likely killed (the default run
-# launcher cannot tell); the sensor stops waiting for it. Two runs at once are safe anyway: every
-# batch holds the candles lock for its whole transaction.
-IN_FLIGHT_PATIENCE = timedelta(minutes=2)
+# A micro-batch run is bounded (MAX_BATCHES transactions) and must end within RUN_TIMEOUT. A run
+# whose worker was killed is failed by its code server; one that went down with its code server
+# (a container restart, `dagster job execute` killed) stays STARTED until run monitoring fails it
+# for outliving RUN_TIMEOUT, and the sensor stops waiting for it then. A run stopped anywhere
+# loses nothing: each batch is one transaction, and two runs at once are safe (each batch holds
+# the candles lock).
+RUN_TIMEOUT = timedelta(seconds=60)
+MAX_BATCHES = 8
 
 
 class IngestConfig(dg.Config):
     max_rows: int = DEFAULT_MAX_ROWS
-    """Inbox rows per transaction; a run drains everything pending when it starts."""
+    """Inbox rows per transaction."""
+    max_batches: int = MAX_BATCHES
+    """Transactions per run; what is left waits for the next run, requested at once."""
 
 
 @dg.asset(
@@ -39,7 +45,7 @@ def trades(
     context: dg.AssetExecutionContext, config: IngestConfig, market_db: MarketDatabase
 ) -> dg.MaterializeResult[None]:
     with market_db.connect() as conn:
-        batches = drain_inbox(conn, config.max_rows, context.run.run_id)
+        batches = drain_inbox(conn, config.max_rows, context.run.run_id, config.max_batches)
     days: Counter[date] = Counter()
     for batch in batches:
         for (_, day), count in batch.days.items():
@@ -73,12 +79,12 @@ ingest_trades_job = dg.define_asset_job(
     "ingest_trades_job",
     selection=[trades],
     description="One micro-batch: drain the inbox into `trades`, refresh the touched candles.",
-    tags={"batch": "micro"},
+    tags={"batch": "micro", "dagster/max_runtime": str(int(RUN_TIMEOUT.total_seconds()))},
 )
 
 
 def _in_flight(instance: dg.DagsterInstance) -> bool:
-    recent = datetime.now(UTC) - IN_FLIGHT_PATIENCE
+    recent = datetime.now(UTC) - RUN_TIMEOUT
     runs = instance.get_runs(
         filters=dg.RunsFilter(
             job_name=ingest_trades_job.name,

@@ -1,0 +1,68 @@
+"""The whole platform as `mdp up` runs it, on the benchmark database, for the benchmarks that
+need Dagster's daemon: freshness and soak."""
+
+from __future__ import annotations
+
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from mdp.database import connect, create_database, dagster_storage_url, with_database
+from mdp.processes import free_port, spawn_mdp, stop, wait_until_live
+
+DAGSTER_DATABASE = "mdp_bench_dagster"
+
+
+@dataclass
+class Platform:
+    api: str
+    credentials: tuple[str, str]
+    process: subprocess.Popen[bytes]
+    dagster_database: str
+
+
+@contextmanager
+def running_platform(url: str, *, feed: bool = True) -> Iterator[Platform]:
+    """`mdp up` on emptied market tables and a Dagster instance database of its own; yields once
+    the first micro-batch has run, and stops everything on the way out."""
+    create_database(url, DAGSTER_DATABASE)
+    dagster_database = with_database(url, DAGSTER_DATABASE)
+    with connect(url) as conn:
+        conn.execute("TRUNCATE trade_inbox, trades, candles, ingest_batches, candle_updates")
+    port = free_port()
+    api = f"http://127.0.0.1:{port}"
+    credentials = ("bench", secrets.token_urlsafe(12))
+    with tempfile.TemporaryDirectory(prefix="mdp-bench-") as data_dir:
+        env = {
+            "DATABASE_URL": url,
+            "DAGSTER_PG_URL": dagster_storage_url(dagster_database),
+            "MDP_DATA_DIR": data_dir,
+            "INGEST_USERNAME": credentials[0],
+            "INGEST_PASSWORD": credentials[1],
+        }
+        args = ["up", "--port", str(port), "--dagster-port", str(free_port())]
+        if not feed:
+            args.append("--no-feed")
+        process = spawn_mdp(args, env, stdout=sys.stderr)  # stdout carries the JSON report
+        try:
+            wait_until_live(api, process, timeout=120)
+            _wait_for_first_batch(url, timeout=180)
+            yield Platform(api, credentials, process, dagster_database)
+        finally:
+            stop(process, signal.SIGTERM, timeout=30)
+
+
+def _wait_for_first_batch(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    with connect(url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            if conn.execute("SELECT 1 FROM ingest_batches").fetchone():
+                return
+            time.sleep(1)
+    raise TimeoutError("no micro-batch ran: is the Dagster daemon starting?")
