@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--minutes", type=float, default=10.0, help="how long the soak runs (default: 10)"
     )
+    bench.add_argument(
+        "--rate", type=float, default=1000.0, help="ticks/s the soak's feeder offers"
+    )
     bench.set_defaults(run=_bench)
     return parser
 
@@ -220,4 +223,5 @@ def _bench(args: argparse.Namespace) -> int:
         trades=args.trades,
         seconds=args.seconds,
         minutes=args.minutes,
+        rate=args.rate,
     )

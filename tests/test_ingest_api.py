@@ -89,6 +89,7 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("garbage timestamp", tick(ts="yesterday"), "ts"),
     ("fractional epoch", tick(ts=1_763_908_200_250.5), "ts"),
     ("far future", tick(ts=FUTURE), "ts"),
+    ("before the year 1 in UTC", tick(ts="0001-01-01T00:00:00+05:00"), "ts"),
     ("empty source", tick(source=""), "source"),
     ("long source", tick(source="S" * 65), "source"),
     ("empty event id", tick(event_id=""), "event_id"),

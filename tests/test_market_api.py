@@ -149,6 +149,8 @@ def test_an_accepted_trade_is_in_the_current_candle_before_any_pipeline_run(
         ({"symbol": "AAPL", "limit": 0}, 422),
         ({"symbol": "AAPL", "limit": 10_001}, 422),
         ({"symbol": "AAPL", "page_token": "yesterday"}, 422),
+        ({"symbol": "AAPL", "page_token": "2026-11-20T00:00:00"}, 422),  # no zone offset
+        ({"symbol": "AAPL", "end": "9999-12-31T23:00:00-05:00"}, 422),  # beyond 9999 in UTC
         ({}, 422),
     ],
 )
@@ -158,6 +160,29 @@ def test_bad_candle_requests_get_a_clear_4xx(
     response = client.get("/candles", params=params)
     assert response.status_code == code
     assert response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"end": "0001-01-01T00:30:00Z"},  # a day before it is before the year 1
+        {"start": "9999-12-31T00:00:00Z", "end": "9999-12-31T23:59:59Z"},
+        {"page_token": "9999-12-31T23:59:00Z"},
+    ],
+)
+def test_times_at_the_ends_of_the_calendar_are_empty_answers(
+    client: httpx.Client, params: dict[str, str]
+) -> None:
+    response = client.get("/candles", params={"symbol": "AAPL", **params})
+    assert response.status_code == 200
+    assert response.json()["candles"] == []
+
+
+def test_history_before_a_time_beyond_the_calendar_in_utc_is_a_422(client: httpx.Client) -> None:
+    before = "9999-12-31T23:00:00-05:00"
+    response = client.get("/tickers/AAPL/history", params={"before": before})
+    assert response.status_code == 422
+    assert "before" in response.json()["detail"]
 
 
 def test_an_empty_range_is_an_empty_list(client: httpx.Client, db: Connection) -> None:

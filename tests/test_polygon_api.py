@@ -144,12 +144,19 @@ def test_the_last_trade_is_the_latest_accepted(
         "/v2/aggs/ticker/AAPL/range/1/day/yesterday/2026-11-01",
         "/v2/aggs/ticker/AAPL/range/1/day/2026-11-01/2026-11-30?limit=50001",
         "/v2/aggs/ticker/AAPL/range/1/day/2026-11-01/2026-11-30?sort=sideways",
+        "/v2/aggs/ticker/AAPL/range/1/day/0/99999999999999999",  # beyond the year 9999
     ],
 )
 def test_bad_aggregate_requests_get_a_422(client: httpx.Client, path: str) -> None:
     response = client.get(path)
     assert response.status_code == 422
     assert response.json()["detail"]
+
+
+def test_a_range_to_the_calendar_end_is_an_answer(client: httpx.Client) -> None:
+    response = client.get("/v2/aggs/ticker/AAPL/range/1/day/9999-12-30/9999-12-31")
+    assert response.status_code == 200
+    assert response.json()["resultsCount"] == 0
 
 
 def test_a_bearer_token_does_not_break_public_reads(client: httpx.Client) -> None:

@@ -26,7 +26,6 @@ from mdp.feeder import FeedConfig, FeedStats, run_feed
 from mdp.reconcile import candle_differences, read_ack_log, unpromoted
 from mdp.settings import Settings
 
-FEED_RATE = 1000.0  # ticks/s offered by the feeder, 4 sources, batches of 50
 READERS = 4  # concurrent readers, each pausing READ_PAUSE between requests
 READ_PAUSE = 0.05
 MAX_SAMPLE_EVERY = 30.0  # seconds between memory samples (at least 10 samples per run)
@@ -52,13 +51,16 @@ class Reads:
     stream_dropped: int = 0
 
 
-def bench_soak(url: str, settings: Settings, *, minutes: float, **_: Any) -> dict[str, Any]:
+def bench_soak(
+    url: str, settings: Settings, *, minutes: float, rate: float, **_: Any
+) -> dict[str, Any]:
+    """`rate`: ticks/s offered by the feeder (4 sources, batches of 50)."""
     with tempfile.TemporaryDirectory(prefix="mdp-soak-") as scratch:
         ack_log = Path(scratch) / "acked.tsv"
         with running_platform(url, feed=False) as platform:
             started = time.monotonic()
             stats, reads, memory = asyncio.run(
-                _load(platform, settings.symbol_list, minutes * 60, ack_log)
+                _load(platform, settings.symbol_list, minutes * 60, rate, ack_log)
             )
             seconds = time.monotonic() - started
             catch_up_s = _wait_for_empty_inbox(url)
@@ -76,7 +78,7 @@ def bench_soak(url: str, settings: Settings, *, minutes: float, **_: Any) -> dic
     }
     return {
         "minutes": round(seconds / 60, 2),
-        "offered_ticks_per_s": FEED_RATE,
+        "offered_ticks_per_s": rate,
         "acked_ticks_per_s": round(stats.ticks / seconds, 1),
         "promoted_trades_per_s": round(promoted / seconds, 1),
         "errors": {**errors, "total": sum(errors.values())},
@@ -99,14 +101,14 @@ def bench_soak(url: str, settings: Settings, *, minutes: float, **_: Any) -> dic
 
 
 async def _load(
-    platform: Platform, symbols: list[str], seconds: float, ack_log: Path
+    platform: Platform, symbols: list[str], seconds: float, rate: float, ack_log: Path
 ) -> tuple[FeedStats, Reads, dict[str, Any]]:
     stop = asyncio.Event()
     user, password = platform.credentials
     feed_config = FeedConfig(
         url=platform.api,
         symbols=symbols,
-        rate=FEED_RATE,
+        rate=rate,
         sources=4,
         batch_size=50,
         username=user,
@@ -114,7 +116,6 @@ async def _load(
         ack_log=ack_log,
     )
     reads = Reads()
-    watched = _watched(platform.process.pid)
     samples = []
     started = time.monotonic()
     async with httpx.AsyncClient(base_url=platform.api, timeout=30) as client:
@@ -123,9 +124,9 @@ async def _load(
         feed = asyncio.create_task(run_feed(feed_config, stop))
         every = min(MAX_SAMPLE_EVERY, seconds / 10)
         while (elapsed := time.monotonic() - started) < seconds:
-            samples.append(_sample(elapsed, watched))
+            samples.append(_sample(elapsed, platform.process.pid))
             await asyncio.sleep(min(every, seconds - elapsed))
-        samples.append(_sample(time.monotonic() - started, watched))
+        samples.append(_sample(time.monotonic() - started, platform.process.pid))
         stop.set()
         stats = await feed
         await asyncio.gather(*tasks)
@@ -178,30 +179,27 @@ async def _listen(client: httpx.AsyncClient, reads: Reads, stop: asyncio.Event) 
         reads.stream_dropped += 1
 
 
-def _watched(platform_pid: int) -> dict[str, psutil.Process]:
-    """The processes whose memory is followed: the API and the Dagster daemon (children of
-    `mdp up`), and the daemon's code server (where sensors run and runs are launched from)."""
-    watched = {}
-    for child in psutil.Process(platform_pid).children():
-        command = " ".join(child.cmdline())
-        if "mdp serve" in command:
-            watched["api"] = child
-        elif "dagster-daemon" in command:
-            watched["dagster_daemon"] = child
-            for grandchild in child.children():
-                if "grpc" in " ".join(grandchild.cmdline()):
-                    watched["dagster_code_server"] = grandchild
-    return watched
-
-
-def _sample(elapsed: float, watched: dict[str, psutil.Process]) -> dict[str, float]:
-    """Resident memory in MiB of each watched process (the API's with its workers)."""
+def _sample(elapsed: float, platform_pid: int) -> dict[str, float]:
+    """Resident memory in MiB of the API (with its workers) and the Dagster daemon (children of
+    `mdp up`), and of the daemon's code server, where sensors run and runs are launched from (the
+    daemon replaces it now and then, so the processes are looked up at every sample)."""
     sample = {"t_s": round(elapsed, 1)}
-    for name, process in watched.items():
-        with contextlib.suppress(psutil.Error):  # between restarts, say
-            family = [process, *(process.children(recursive=True) if name == "api" else [])]
-            sample[name] = round(sum(p.memory_info().rss for p in family) / 2**20, 1)
+    with contextlib.suppress(psutil.Error):  # a process gone meanwhile: left out of this sample
+        for child in psutil.Process(platform_pid).children():
+            command = " ".join(child.cmdline())
+            if "mdp serve" in command:
+                sample["api"] = _mib([child, *child.children(recursive=True)])
+            elif "dagster-daemon" in command:
+                sample["dagster_daemon"] = _mib([child])
+                for server in child.children():
+                    if "grpc" in " ".join(server.cmdline()):
+                        sample["dagster_code_server"] = _mib([server])
     return sample
+
+
+def _mib(processes: list[psutil.Process]) -> float:
+    rss: int = sum(p.memory_info().rss for p in processes)
+    return round(rss / 2**20, 1)
 
 
 def _memory_report(samples: list[dict[str, float]]) -> dict[str, Any]:
@@ -209,9 +207,8 @@ def _memory_report(samples: list[dict[str, float]]) -> dict[str, Any]:
     quarter of the run to the last one."""
     warm = next(s for s in samples if s["t_s"] >= samples[-1]["t_s"] / 4)
     growth = {
-        name: round(samples[-1].get(name, 0.0) - warm.get(name, 0.0), 1)
-        for name in samples[-1]
-        if name != "t_s"
+        name: round(samples[-1][name] - warm[name], 1)
+        for name in samples[-1].keys() & warm.keys() - {"t_s"}
     }
     return {"growth_after_warm_up": growth, "samples": samples}
 
