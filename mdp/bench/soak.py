@@ -58,11 +58,12 @@ def bench_soak(
     with tempfile.TemporaryDirectory(prefix="mdp-soak-") as scratch:
         ack_log = Path(scratch) / "acked.tsv"
         with running_platform(url, feed=False) as platform:
-            started = time.monotonic()
+            started, cpu_before = time.monotonic(), _cpu_seconds(url, platform.process.pid)
             stats, reads, memory = asyncio.run(
                 _load(platform, settings.symbol_list, minutes * 60, rate, ack_log)
             )
             seconds = time.monotonic() - started
+            cpu_after = _cpu_seconds(url, platform.process.pid)
             catch_up_s = _wait_for_empty_inbox(url)
             runs = _run_statuses(platform.dagster_database)
         with connect(url, autocommit=True) as conn:
@@ -95,6 +96,10 @@ def bench_soak(
         },
         "catch_up_after_feed_s": catch_up_s,
         "dagster_runs": runs,
+        "cpu_cores_used": {
+            part: round((cpu_after[part] - cpu_before[part]) / seconds, 2)
+            for part in cpu_after.keys() & cpu_before.keys()
+        },
         "memory_mib": memory,
         "reconciliation": reconciliation,
     }
@@ -195,6 +200,36 @@ def _sample(elapsed: float, platform_pid: int) -> dict[str, float]:
                     if "grpc" in " ".join(server.cmdline()):
                         sample["dagster_code_server"] = _mib([server])
     return sample
+
+
+def _cpu_seconds(url: str, platform_pid: int) -> dict[str, float]:
+    """CPU seconds used so far by each part of the machine's load: the API, Dagster (daemon, code
+    server and run workers), PostgreSQL (when it runs on this machine) and this process, the load
+    generator."""
+    parts = {"load_generator": sum(psutil.Process().cpu_times()[:2])}
+    with contextlib.suppress(psutil.Error):
+        for child in psutil.Process(platform_pid).children():
+            command = " ".join(child.cmdline())
+            if "mdp serve" in command:
+                parts["api"] = _tree_cpu(child)
+            elif "dagster-daemon" in command:
+                parts["dagster"] = _tree_cpu(child)
+        with connect(url) as conn:
+            [(backend,)] = conn.execute("SELECT pg_backend_pid()").fetchall()
+            server = psutil.Process(backend).parent()  # on this machine: the postmaster
+            if server and "postgres" in server.name():
+                parts["postgres"] = _tree_cpu(server)
+    return parts
+
+
+def _tree_cpu(root: psutil.Process) -> float:
+    """User and system CPU seconds of a process, its descendants and their reaped children."""
+    total = 0.0
+    for process in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            total += times.user + times.system + times.children_user + times.children_system
+    return total
 
 
 def _mib(processes: list[psutil.Process]) -> float:
