@@ -39,5 +39,5 @@ def test_a_short_soak_ends_reconciled_without_errors(tmp_path: Path) -> None:
     assert soak["stream_events"] > 0
     assert set(soak["reads_ms"]) >= {"/candles 1m", "/v2/aggs 5m", "/status/ingestion"}
     samples = soak["memory_mib"]["samples"]
-    assert len(samples) >= 10
-    assert all(s["api"] > 0 and s["dagster_daemon"] > 0 for s in samples)
+    assert sum(s.get("api", 0) > 0 and s.get("dagster_daemon", 0) > 0 for s in samples) >= 10
+    assert soak["cpu_cores_used"]["api"] > 0
