@@ -269,4 +269,9 @@ def _percentiles(milliseconds: list[float]) -> dict[str, float]:
     if len(milliseconds) < 2:
         return {}
     q = statistics.quantiles(milliseconds, n=100, method="inclusive")
-    return {"p50": round(q[49], 1), "p99": round(q[98], 1), "max": round(max(milliseconds), 1)}
+    return {
+        "count": len(milliseconds),
+        "p50": round(q[49], 1),
+        "p99": round(q[98], 1),
+        "max": round(max(milliseconds), 1),
+    }
