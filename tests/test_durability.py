@@ -184,7 +184,7 @@ def kill_run_worker_mid_batch(daemon: subprocess.Popen[bytes], db: Connection) -
 
 def wait_until_promoted(db: Connection, identities: set[tuple[str, str]], timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while not identities <= set(db.execute("SELECT source, event_id FROM trades").fetchall()):
+    while unpromoted(db, identities)["missing"]:
         assert time.monotonic() < deadline, "ingestion did not catch up"
         time.sleep(1)
 
@@ -192,7 +192,7 @@ def wait_until_promoted(db: Connection, identities: set[tuple[str, str]], timeou
 def test_killed_runs_and_a_stopped_daemon_heal_and_the_status_tells(
     db: Connection, dagster_env: dict[str, str], tmp_path: Path
 ) -> None:
-    """Under the real scheduler: a run worker killed mid-batch is failed by run monitoring and
+    """Under the real scheduler: a run worker killed mid-batch is failed by its code server and
     the next run finishes its work; with the daemon stopped the status turns stale within
     three intervals, and after a restart ingestion catches up."""
     interval = 4
@@ -228,10 +228,8 @@ def test_killed_runs_and_a_stopped_daemon_heal_and_the_status_tells(
 
             os.killpg(daemon.pid, signal.SIGTERM)
             daemon.wait(timeout=60)
-            stopped_at = time.monotonic()
             stale = wait_for_status(url, "stale", timeout=3 * interval + 2 * interval)
             assert stale["heartbeat_age_seconds"] > stale["stale_threshold_seconds"] == 3 * interval
-            assert time.monotonic() - stopped_at <= 3 * interval + 2 * interval
             [(pending,)] = db.execute("SELECT count(*) FROM trade_inbox").fetchall()
             assert pending > 0  # the feed goes on; nothing promotes it
 
