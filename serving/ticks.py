@@ -16,7 +16,7 @@ import msgspec
 
 MAX_FUTURE = timedelta(minutes=5)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# An offset can put a year-1 time before the year 1 in UTC, which Python cannot read back.
+# The earliest time Python can hold in UTC; an offset can put a year-1 time before it.
 EARLIEST = datetime.min.replace(tzinfo=UTC)
 # JSON can carry NUL only as this escape; PostgreSQL text cannot store it at all.
 NUL_ESCAPE = b"\\u0000"

@@ -14,11 +14,12 @@ from mdp.database import query
 from mdp.intervals import INTERVALS
 from serving.db import Pool
 from serving.errors import refusals
+from serving.ticks import EARLIEST
 
 router = APIRouter(tags=["market data"])
 
 Interval = Literal["1m", "5m", "15m", "1h", "1d"]
-EARLIEST, LATEST = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
+LATEST = datetime.max.replace(tzinfo=UTC)
 # The example is a symbol registered by default (mdp.settings.DEFAULT_SYMBOLS).
 PathSymbol = Annotated[str, Path(examples=["AAPL"])]
 QuerySymbol = Annotated[str, Query(examples=["AAPL"])]
