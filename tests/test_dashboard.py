@@ -60,6 +60,9 @@ def test_the_dashboard_charts_candles_and_follows_trades_live(
     expect(page.locator("#latency tr")).not_to_have_count(0)
     assert page.locator("#dagster-link").get_attribute("href", timeout=1000)
 
+    expect(page.locator("#promoted-rate")).to_have_text("0.1 /s")  # 5 in the last minute
+    expect(page.locator("#duplicate-rate")).not_to_have_class("warning")
+
     send(client, [tick(99, ts=now_iso(), price=123.45)])  # accepted, not yet materialized
     last = page.locator("#chart rect.candle").last
     expect(last).to_have_attribute("data-close", "123.45")
@@ -82,6 +85,20 @@ def test_the_status_turns_red_when_ingestion_stops(
     expect(badge).to_have_attribute("data-status", "stale")
     expect(badge).to_have_css("background-color", "rgb(74, 20, 23)")
     page.screenshot(path=ARTIFACTS / "dashboard-stale.png")
+
+
+def test_a_feed_of_nothing_but_resends_is_flagged(
+    page: Page, client: httpx.Client, api_url: str, db: Connection
+) -> None:
+    ticks = [tick(i, ts=now_iso()) for i in range(5)]
+    send(client, ticks)
+    drain_inbox(db)
+    db.execute("UPDATE ingest_batches SET finished_at = finished_at - interval '2 minutes'")
+    send(client, ticks)  # a restarted source replaying identities it already sent
+    drain_inbox(db)
+    page.goto(f"{api_url}/dashboard")
+    expect(page.locator("#promoted-rate")).to_have_text("0.0 /s")
+    expect(page.locator("#duplicate-rate")).to_have_class("warning")
 
 
 def test_the_dashboard_reads_well_on_a_phone(

@@ -45,6 +45,27 @@ def test_ingestion_is_unknown_then_alive_then_stale(client: httpx.Client, db: Co
     assert stale["heartbeat_age_seconds"] >= 31
 
 
+def test_promoted_and_duplicate_rates_show_a_feed_that_only_resends(
+    client: httpx.Client, db: Connection
+) -> None:
+    send(client, [tick(i, ts="2026-11-20T10:00:00Z") for i in range(6)])
+    drain_inbox(db)
+    send(client, [tick(i, ts="2026-11-20T10:00:00Z") for i in range(6, 9)])  # 3 new
+    send(client, [tick(i, ts="2026-11-20T10:00:00Z") for i in range(9)])  # all 9 again
+    drain_inbox(db)
+    status = client.get("/status/ingestion").json()
+    assert status["promoted_per_second"] == round(9 / 60, 3)  # over the last minute
+    assert status["duplicates_per_second"] == round(9 / 60, 3)
+
+    db.execute("UPDATE ingest_batches SET finished_at = finished_at - interval '61 seconds'")
+    quiet = client.get("/metrics").json()["ingestion"]
+    assert (quiet["promoted_per_second"], quiet["duplicates_per_second"]) == (0, 0)
+    text = client.get("/metrics", headers={"Accept": "text/plain"}).text
+    families = {f.name: f for f in parse_prometheus(text)}
+    assert families["mdp_duplicate_ticks"].samples[0].value == 9  # a counter: mdp_…_total
+    assert families["mdp_duplicates_per_second"].samples[0].value == 0
+
+
 def test_metrics_json_counts_what_the_tables_hold(client: httpx.Client, db: Connection) -> None:
     send(client, [tick(i, ts="2026-11-20T10:00:00Z") for i in range(3)])
     drain_inbox(db)

@@ -17,6 +17,7 @@ function seconds(value) {
   return `${(value / 86400).toFixed(1)} d`;
 }
 
+const perSecond = (value) => (value === null || value === undefined ? "–" : `${value.toFixed(1)} /s`);
 const number = (value) => (value === null || value === undefined ? "–" : value.toLocaleString());
 
 async function getJSON(path) {
@@ -125,6 +126,12 @@ async function pollStatus() {
     $("heartbeat-age").textContent = seconds(status.heartbeat_age_seconds);
     $("since-trade").textContent = seconds(status.seconds_since_last_trade);
     $("threshold").textContent = seconds(status.stale_threshold_seconds);
+    $("promoted-rate").textContent = perSecond(status.promoted_per_second);
+    const duplicates = $("duplicate-rate");
+    duplicates.textContent = perSecond(status.duplicates_per_second);
+    // Ticks arriving but dropped as resends of known trades: nothing new reaches the candles.
+    duplicates.classList.toggle("warning",
+      status.duplicates_per_second > 0 && status.duplicates_per_second >= status.promoted_per_second);
 
     const { body: metrics } = await getJSON("/metrics");
     const counts = metrics.counts;

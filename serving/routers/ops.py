@@ -11,7 +11,7 @@ from typing import Literal
 from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.openmetrics import exposition as openmetrics
 from pydantic import BaseModel
 
@@ -39,6 +39,11 @@ class IngestionStatus(BaseModel):
     """3 times INGESTION_INTERVAL_SECONDS."""
     seconds_since_last_trade: float | None
     """Since the time of the latest trade accepted (promoted or still pending)."""
+    promoted_per_second: float | None
+    """Trades the micro-batches of the last minute made canonical, per second."""
+    duplicates_per_second: float | None
+    """Ticks the micro-batches of the last minute dropped as resends of a known trade, per
+    second. Above the promoted rate, a source is replaying identities it already sent."""
     db: Database
     uptime_seconds: float
     started_at: datetime
@@ -77,6 +82,9 @@ class Snapshot:
     heartbeat_at: datetime | None = None
     last_trade_at: datetime | None = None
     counts: tuple[int | None, ...] = (None, None, None, None)
+    duplicates: int | None = None
+    last_minute: tuple[int, int] | None = None
+    """Promoted and duplicates of the last minute's micro-batches."""
     now: datetime | None = None
 
 
@@ -89,8 +97,16 @@ async def _snapshot(request: Request) -> Snapshot:
     except DATABASE_UNAVAILABLE:
         return Snapshot()
     assert row is not None
-    heartbeat_at, last_trade_at, *counts, now = row
-    return Snapshot(round(latency, 3), heartbeat_at, last_trade_at, tuple(counts), now)
+    heartbeat_at, last_trade_at, *counts, duplicates, promoted_1m, duplicates_1m, now = row
+    return Snapshot(
+        round(latency, 3),
+        heartbeat_at,
+        last_trade_at,
+        tuple(counts),
+        duplicates,
+        (promoted_1m, duplicates_1m),
+        now,
+    )
 
 
 def _status(request: Request, snap: Snapshot) -> IngestionStatus:
@@ -102,6 +118,9 @@ def _status(request: Request, snap: Snapshot) -> IngestionStatus:
         age = max(0.0, (snap.now - snap.heartbeat_at).total_seconds())
     if snap.now and snap.last_trade_at:
         since_trade = max(0.0, (snap.now - snap.last_trade_at).total_seconds())
+    promoted_rate = duplicates_rate = None
+    if snap.last_minute is not None:
+        promoted_rate, duplicates_rate = (round(n / 60, 3) for n in snap.last_minute)
     state: Literal["alive", "stale", "unknown"] = (
         "unknown" if age is None else "alive" if age <= threshold else "stale"
     )
@@ -112,6 +131,8 @@ def _status(request: Request, snap: Snapshot) -> IngestionStatus:
         heartbeat_age_seconds=age,
         stale_threshold_seconds=threshold,
         seconds_since_last_trade=since_trade,
+        promoted_per_second=promoted_rate,
+        duplicates_per_second=duplicates_rate,
         db=Database(healthy=snap.now is not None, latency_ms=snap.latency_ms),
         uptime_seconds=round(time.time() - started_at.timestamp(), 3),
         started_at=started_at,
@@ -155,7 +176,7 @@ def _preferred(accept: str) -> str:
     )
 
 
-def _platform_families(report: Metrics) -> list[GaugeMetricFamily]:
+def _platform_families(report: Metrics, duplicates: int | None) -> list[Metric]:
     counts = report.counts
     ingestion = report.ingestion
     values: list[tuple[str, str, float | int | None]] = [
@@ -171,20 +192,31 @@ def _platform_families(report: Metrics) -> list[GaugeMetricFamily]:
          ingestion.heartbeat_age_seconds),
         ("mdp_seconds_since_last_trade", "Since the latest accepted trade's time.",
          ingestion.seconds_since_last_trade),
+        ("mdp_promoted_per_second", "Trades promoted per second over the last minute.",
+         ingestion.promoted_per_second),
+        ("mdp_duplicates_per_second", "Resent ticks dropped per second over the last minute.",
+         ingestion.duplicates_per_second),
         ("mdp_uptime_seconds", "Since this API worker started.", report.uptime_seconds),
     ]  # fmt: skip
-    return [
+    families: list[Metric] = [
         GaugeMetricFamily(name, help_text, value=value)
         for name, help_text, value in values
         if value is not None
     ]
+    if duplicates is not None:
+        families.append(
+            CounterMetricFamily(
+                "mdp_duplicate_ticks", "Resent ticks dropped at promotion.", value=duplicates
+            )
+        )
+    return families
 
 
 class _Families:
-    def __init__(self, families: list[GaugeMetricFamily]) -> None:
+    def __init__(self, families: list[Metric]) -> None:
         self.families = families
 
-    def collect(self) -> list[GaugeMetricFamily]:
+    def collect(self) -> list[Metric]:
         return self.families
 
 
@@ -218,7 +250,7 @@ async def metrics(request: Request) -> Response:
     if wanted == "application/json":
         return JSONResponse(report.model_dump(mode="json"))
     platform = CollectorRegistry(auto_describe=False)
-    platform.register(_Families(_platform_families(report)))
+    platform.register(_Families(_platform_families(report, snap.duplicates)))
     if wanted == "application/openmetrics-text":
         body = openmetrics.generate_latest(requests).removesuffix(b"# EOF\n")  # type: ignore[no-untyped-call]
         body += openmetrics.generate_latest(platform)  # type: ignore[no-untyped-call]

@@ -1,6 +1,7 @@
 -- One look at the platform for /status/ingestion and /metrics: the heartbeat, the latest trade
--- time (promoted or pending), counts, and the database's clock. Cheap: indexes and small tables
--- (the trade count is the sum of the promotions recorded per micro-batch).
+-- time (promoted or pending), counts, what the last minute's micro-batches promoted and dropped as
+-- duplicates, and the database's clock. Cheap: indexes and small tables (the trade count is the
+-- sum of the promotions recorded per micro-batch).
 SELECT (SELECT max(finished_at) FROM ingest_batches) AS heartbeat_at,
        greatest((SELECT max(last_trade_at) FROM symbols),
                 (SELECT max(ts) FROM trade_inbox)) AS last_trade_at,
@@ -8,4 +9,11 @@ SELECT (SELECT max(finished_at) FROM ingest_batches) AS heartbeat_at,
        (SELECT count(*) FROM candles) AS candles,
        (SELECT count(*) FROM symbols) AS symbols,
        (SELECT count(*) FROM trade_inbox) AS inbox_pending,
+       (SELECT coalesce(sum(duplicates), 0) FROM ingest_batches)::int8 AS duplicates,
+       last_minute.promoted AS promoted_last_minute,
+       last_minute.duplicates AS duplicates_last_minute,
        now() AS now
+FROM (SELECT coalesce(sum(promoted), 0)::int8 AS promoted,
+             coalesce(sum(duplicates), 0)::int8 AS duplicates
+      FROM ingest_batches
+      WHERE finished_at > now() - interval '1 minute') AS last_minute
