@@ -34,6 +34,7 @@ import psutil
 from mdp.database import create_database, dagster_storage_url, prepare, with_database
 from mdp.embedded import EmbeddedPostgres
 from mdp.guard import Guard
+from mdp.processes import free_port
 from mdp.settings import Settings
 
 STOP_GRACE_SECONDS = 8.0
@@ -79,11 +80,11 @@ class Platform:
         self.children: list[Child] = []
         self.stopping = threading.Event()
         self.failure: str | None = None
+        self.guard = Guard(keep_fds=[lock.fileno()])  # first: from here on nothing is orphaned
 
     def run(self, *, feed: bool) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
-        guard = Guard(keep_fds=[self.lock.fileno()])  # first: from here on nothing is orphaned
         embedded: EmbeddedPostgres | None = None
         try:
             env = dict(os.environ)
@@ -92,7 +93,7 @@ class Platform:
                 _say(f"database     {_redact(database_url)} (DATABASE_URL)")
             else:
                 embedded = EmbeddedPostgres(self.settings.data_dir / "postgres")
-                guard.watch_postgres(embedded.data_dir)
+                self.guard.watch_postgres(embedded.data_dir)
                 embedded.start()
                 database_url = embedded.database("market")
                 _say(f"database     embedded PostgreSQL in {embedded.data_dir}")
@@ -109,33 +110,36 @@ class Platform:
 
             port = self.api_url.rsplit(":", 1)[1]
             dagster_port = self.dagster_url.rsplit(":", 1)[1]
-            workspace = str(PROJECT_ROOT / "workspace.yaml")
-            for child in (
-                _spawn("api", _mdp("serve", "--host", self.host, "--port", port), env),
-                _spawn(
-                    "daemon",
-                    ["dagster-daemon", "run", "-w", workspace],
-                    env,
-                    logs / "dagster-daemon.log",
-                ),
-                _spawn(
-                    "dagster-ui",
-                    ["dagster-webserver", "-h", self.host, "-p", dagster_port, "-w", workspace],
-                    env,
-                    logs / "dagster-webserver.log",
-                ),
-            ):
-                guard.watch_session(child.process.pid)
-                self.children.append(child)
+            # One code server for the daemon and the webserver: left to themselves, each starts
+            # its own, and the daemon replaces its own every minute (seconds of CPU each time).
+            code_port = free_port()
+            workspace = _workspace(Path(env["DAGSTER_HOME"]), code_port)
+            code_server = [
+                "dagster", "api", "grpc", "-m", "pipelines.definitions",
+                "--location-name", "pipelines.definitions", "-h", "127.0.0.1", "-p", str(code_port),
+            ]  # fmt: skip
+            self._start("api", _mdp("serve", "--host", self.host, "--port", port), env)
+            self._start("code-server", code_server, env, logs / "dagster-code.log")
+            self._wait_until_listening(code_port)
+            self._start(
+                "daemon",
+                ["dagster-daemon", "run", "-w", str(workspace)],
+                env,
+                logs / "dagster-daemon.log",
+            )
+            self._start(
+                "dagster-ui",
+                ["dagster-webserver", "-h", self.host, "-p", dagster_port, "-w", str(workspace)],
+                env,
+                logs / "dagster-webserver.log",
+            )
 
             self._wait_until_answering(f"{self.api_url}/health/liveness")
             if not self.stopping.is_set():
                 _say(f"API          {self.api_url}  (docs {self.api_url}/docs)")
                 _say(f"dashboard    {self.api_url}/dashboard")
                 if feed:  # only now: its ticks go to our API, not to whatever else answers
-                    feeder = _spawn("feeder", _mdp("feed", "--url", self.api_url), env)
-                    guard.watch_session(feeder.process.pid)
-                    self.children.append(feeder)
+                    self._start("feeder", _mdp("feed", "--url", self.api_url), env)
                     _say(f"feeder       posting to {self.api_url}")
             self._wait_until_answering(f"{self.dagster_url}/server_info")
             if not self.stopping.is_set():
@@ -151,7 +155,7 @@ class Platform:
                     _say("database     stopped")
                 elif departure == "in use":
                     _say("database     left running: another command still uses it")
-            guard.release()
+            self.guard.release()
         if self.failure:
             _say(f"stopped because {self.failure}")
             return EXIT_FAILED
@@ -185,6 +189,20 @@ class Platform:
                 create_database(database_url, DAGSTER_DATABASE)
                 storage = with_database(database_url, DAGSTER_DATABASE)
         return {"DAGSTER_HOME": str(home), "DAGSTER_PG_URL": dagster_storage_url(storage)}
+
+    def _start(
+        self, name: str, command: list[str], env: dict[str, str], log: Path | None = None
+    ) -> None:
+        child = _spawn(name, command, env, log)
+        self.guard.watch_session(child.process.pid)
+        self.children.append(child)
+
+    def _wait_until_listening(self, port: int) -> None:
+        while not self.stopping.is_set():
+            self._check_children()
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                return
+            self.stopping.wait(0.5)
 
     def _wait_until_answering(self, url: str) -> None:
         while not self.stopping.is_set():
@@ -293,6 +311,21 @@ def _listener(port: int) -> str:
             if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid:
                 return f" by {psutil.Process(conn.pid).name()} (pid {conn.pid})"
     return ""
+
+
+def _workspace(dagster_home: Path, code_port: int) -> Path:
+    """A workspace file pointing the daemon and the webserver at our code server."""
+    workspace = dagster_home / "workspace.yaml"
+    workspace.write_text(
+        "# Written by `mdp up` at every start: the code server it runs for this platform.\n"
+        "load_from:\n"
+        "  - grpc_server:\n"
+        "      host: 127.0.0.1\n"
+        f"      port: {code_port}\n"
+        "      location_name: pipelines.definitions\n",
+        encoding="utf-8",
+    )
+    return workspace
 
 
 def _mdp(*args: str) -> list[str]:

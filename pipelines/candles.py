@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
 
 import adbc_driver_postgresql.dbapi as adbc
 import polars as pl
@@ -125,13 +124,12 @@ def lock_candles(conn: Connection) -> None:
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (CANDLES_LOCK_KEY,))
 
 
-def announce(conn: Connection, changed: dict[str, pl.DataFrame]) -> None:
-    """Log that these candles (per interval) changed, for /stream readers, in one statement
-    inside the caller's locked transaction; the readers wake at commit."""
-    rows = pl.concat(
-        [f.select("symbol", "bucket_start", interval=pl.lit(i)) for i, f in changed.items()]
-    ).with_columns(pl.from_epoch("bucket_start", "us").dt.replace_time_zone("UTC"))
-    params = {c: rows[c].to_list() for c in ("symbol", "interval", "bucket_start")}
+def announce(
+    conn: Connection, symbols: list[str], intervals: list[str], bucket_starts: list[datetime]
+) -> None:
+    """Log that these candles changed, for /stream readers, inside the caller's locked
+    transaction; the readers wake at commit."""
+    params = {"symbol": symbols, "interval": intervals, "bucket_start": bucket_starts}
     conn.execute(query("announce_candles"), params)
 
 
@@ -157,29 +155,6 @@ def read_day_trades(url: str, day: date) -> pl.DataFrame:
     ).format(sql.Literal(start), sql.Literal(end))
     frame = read_arrow(url, text, ARROW_TRADE_SCHEMA)
     return frame.with_columns(pl.col("ts").dt.epoch("us"))
-
-
-def _copy_out(
-    conn: Connection, name: str, params: dict[str, Any], schema: pl.Schema
-) -> pl.DataFrame:
-    """The rows of `sql/queries/<name>.sql` as CSV over COPY, straight into Polars: no Python
-    object per row. psycopg binds the parameters client-side (COPY takes none)."""
-    statement = f"COPY ({query(name)}) TO STDOUT (FORMAT csv, HEADER)"
-    with conn.cursor().copy(statement, params) as copy:
-        data = b"".join(bytes(chunk) for chunk in copy)
-    return pl.read_csv(data, schema=schema)
-
-
-def read_trades_in_minutes(conn: Connection, minutes: pl.DataFrame) -> pl.DataFrame:
-    """The trades inside the (symbol, minute) buckets of `minutes`."""
-    params = {"symbol": minutes["symbol"].to_list(), "minute": minutes["minute"].to_list()}
-    return _copy_out(conn, "trades_in_minutes", params, TRADE_SCHEMA)
-
-
-def read_minute_candles(conn: Connection, buckets: pl.DataFrame) -> pl.DataFrame:
-    """The 1m candles inside the (symbol, start, stop) buckets of `buckets`."""
-    params = {c: buckets[c].to_list() for c in ("symbol", "start", "stop")}
-    return _copy_out(conn, "minute_candles_in_buckets", params, CANDLE_SCHEMA)
 
 
 def write_candles(conn: Connection, interval: str, candles: pl.DataFrame) -> int:
@@ -245,29 +220,6 @@ def _outcome(day: date, interval: str, candles: pl.DataFrame) -> DayCandles:
         first_bucket=_datetime(bounds.min()) if candles.height else None,
         last_bucket=_datetime(bounds.max()) if candles.height else None,
     )
-
-
-def refresh_buckets(conn: Connection, minutes: pl.DataFrame) -> dict[str, int]:
-    """Bring every candle covering the (symbol, minute) buckets of `minutes` up to date, for all
-    intervals, inside the caller's transaction; returns the candles written per interval."""
-    fresh = {"1m": candles_from_trades(read_trades_in_minutes(conn, minutes))}
-    write_candles(conn, "1m", fresh["1m"])  # the roll-ups below read it back
-    minute_us = minutes.select("symbol", pl.col("minute").dt.epoch("us"))
-    for interval in ROLLUP_INTERVALS:
-        width = width_us(interval)
-        buckets = (
-            minute_us.select("symbol", start=pl.col("minute") // width * width)
-            .unique()
-            .with_columns(stop=pl.col("start") + width)
-            .with_columns(
-                pl.from_epoch(pl.col(c), "us").dt.replace_time_zone("UTC")
-                for c in ("start", "stop")
-            )
-        )
-        fresh[interval] = roll_up(read_minute_candles(conn, buckets), interval)
-        write_candles(conn, interval, fresh[interval])
-    announce(conn, fresh)
-    return {interval: frame.height for interval, frame in fresh.items()}
 
 
 def _datetime(epoch_us: object) -> datetime:

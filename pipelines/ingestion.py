@@ -1,18 +1,19 @@
-"""Micro-batches: acknowledged ticks move from `trade_inbox` to canonical `trades`, and the candles
-of every bucket they land in are brought up to date, in one transaction. Killed at any point, a
+"""Micro-batches: acknowledged ticks move from `trade_inbox` to canonical `trades` and are merged
+into the candles of every bucket they land in, in one transaction. Killed at any point, a
 batch leaves either everything or nothing behind. Plain SQL, psycopg and Polars: the Dagster job
 calls it, tests call it directly."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date
 
-import polars as pl
-
 from mdp.database import Connection, query
-from pipelines.candles import lock_candles, refresh_buckets
+from mdp.intervals import INTERVALS
+from pipelines.candles import announce, lock_candles
 
 DEFAULT_MAX_ROWS = 50_000
 NO_LIMIT = 2**63 - 1
@@ -24,7 +25,7 @@ class PromotedBatch:
     inbox_rows: int
     promoted: int
     days: Counter[tuple[str, date]]  # trades promoted per (symbol, UTC day)
-    candles: dict[str, int] = field(default_factory=dict)  # candles written per interval
+    candles: int = 0  # candles written, all intervals
 
     @property
     def duplicates(self) -> int:
@@ -37,8 +38,8 @@ def promote_batch(
     run_id: str | None = None,
     up_to_seq: int = NO_LIMIT,
 ) -> PromotedBatch:
-    """Move the oldest `max_rows` inbox rows (up to `up_to_seq`) into `trades`, record the batch
-    and refresh the candles they touch, atomically."""
+    """Move the oldest `max_rows` inbox rows (up to `up_to_seq`) into `trades`, merge them into
+    the candles they touch, record the batch and announce the changed candles, atomically."""
     with conn.transaction():
         lock_candles(conn)
         [(batch_id,)] = conn.execute(
@@ -46,42 +47,65 @@ def promote_batch(
             " VALUES (clock_timestamp(), 0, 0, 0, %s) RETURNING batch_id",
             (run_id,),
         ).fetchall()
-        params = {"max_rows": max_rows, "up_to_seq": up_to_seq, "batch_id": batch_id}
-        touched = pl.DataFrame(
-            conn.execute(query("promote_batch"), params).fetchall(),
-            schema={"symbol": pl.String, "minute": pl.Datetime("us", "UTC"), "trades": pl.Int64},
-            orient="row",
-        )
-        candles = refresh_buckets(conn, touched) if touched.height else {}
+        params = {
+            "max_rows": max_rows,
+            "up_to_seq": up_to_seq,
+            "batch_id": batch_id,
+            "intervals": list(INTERVALS),
+            "widths": list(INTERVALS.values()),
+        }
+        [(symbols, days, trades, *changed)] = conn.execute(
+            query("promote_batch"), params
+        ).fetchall()
+        if changed[0]:
+            announce(conn, *changed)
         [(inbox_rows, promoted)] = conn.execute(
             "SELECT inbox_rows, promoted FROM ingest_batches WHERE batch_id = %s", (batch_id,)
         ).fetchall()
-    days: Counter[tuple[str, date]] = Counter()
-    for symbol, minute, trades in touched.iter_rows():
-        days[symbol, minute.date()] += trades
-    return PromotedBatch(batch_id, inbox_rows, promoted, days, candles)
+    per_day = Counter(dict(zip(zip(symbols, days, strict=True), trades, strict=True)))
+    return PromotedBatch(batch_id, inbox_rows, promoted, per_day, len(changed[0]))
 
 
 def drain_inbox(
+    conn: Connection, max_rows: int = DEFAULT_MAX_ROWS, run_id: str | None = None
+) -> list[PromotedBatch]:
+    """Promote, batch after batch, every row that was in the inbox when the drain began; rows
+    arriving meanwhile wait for the next drain, so a steady feed cannot keep one drain going."""
+    return list(_drain(conn, max_rows, run_id))
+
+
+def drain_continuously(
     conn: Connection,
+    seconds: float,
+    cadence: float = 1.0,
     max_rows: int = DEFAULT_MAX_ROWS,
     run_id: str | None = None,
-    max_batches: int | None = None,
-) -> list[PromotedBatch]:
-    """Promote, batch after batch, every row that was in the inbox when the drain began (at most
-    `max_batches` batches); rows arriving meanwhile wait for the next drain, so a steady feed
-    cannot keep one drain going."""
+) -> Iterator[PromotedBatch]:
+    """Drain the inbox once every `cadence` seconds (at once when a drain took longer) for
+    `seconds`, then end; a look that finds nothing moves the heartbeat. Each batch is yielded as
+    soon as it is committed; stopping anywhere loses nothing."""
+    until = time.monotonic() + seconds
+    while True:
+        started = time.monotonic()
+        drained = 0
+        for batch in _drain(conn, max_rows, run_id):
+            drained += 1
+            yield batch
+        if not drained:
+            record_idle_cycle(conn)
+        if started + cadence >= until:
+            return
+        time.sleep(max(0.0, started + cadence - time.monotonic()))
+
+
+def _drain(conn: Connection, max_rows: int, run_id: str | None) -> Iterator[PromotedBatch]:
     [(high_water,)] = conn.execute("SELECT max(seq) FROM trade_inbox").fetchall()
     conn.commit()
-    if high_water is None:
-        return []
-    batches: list[PromotedBatch] = []
-    while max_batches is None or len(batches) < max_batches:
+    while high_water is not None:
         batch = promote_batch(conn, max_rows, run_id, up_to_seq=high_water)
-        batches.append(batch)
+        yield batch
         if batch.inbox_rows < max_rows:
-            break
-    return batches
+            return
 
 
 def inbox_span(conn: Connection) -> tuple[int, int] | None:

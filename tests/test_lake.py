@@ -195,10 +195,14 @@ def test_the_candles_lake_asset_exports_its_partitions_and_the_duckdb_file(
 
 
 @pytest.mark.usefixtures("traded")
-def test_the_lake_follows_candle_backfills_but_not_micro_batches(database_url: str) -> None:
+def test_the_lake_follows_candle_backfills_but_not_micro_batches(
+    database_url: str, client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipelines.definitions import defs
     from pipelines.defs.candles import candles
     from pipelines.defs.lake import candles_lake_sensor
 
+    monkeypatch.setenv("DATABASE_URL", database_url)
     with dg.instance_for_test() as instance:
         resources = {"market_db": MarketDatabase(url=database_url)}
         backfill = dg.materialize(
@@ -211,9 +215,15 @@ def test_the_lake_follows_candle_backfills_but_not_micro_batches(database_url: s
             },
         )
         assert backfill.success
-        micro_batch = dg.AssetMaterialization("candles_1d", partition="2026-11-22",
-                                              metadata={"by": "ingest_trades_job"})  # fmt: skip
-        instance.report_runless_asset_event(micro_batch)
+        send(client, [tick(1, ts="2026-11-22T10:00:00Z", event_id="late")])
+        micro_batch = (
+            defs().resolve_job_def("ingest_trades_job").execute_in_process(instance=instance)
+        )
+        assert micro_batch.success
+        assert {m.partition for m in micro_batch.asset_materializations_for_node("trades")} == {
+            None,  # trades
+            "2026-11-22",  # its candles
+        }
 
         result = candles_lake_sensor(dg.build_sensor_context(instance=instance))
         assert isinstance(result, dg.SensorResult)

@@ -12,16 +12,20 @@ import dagster as dg
 import httpx
 import pytest
 
-from mdp.database import (
-    Connection,
-)
+from mdp.database import Connection, connect
 from mdp.intervals import INTERVALS
 from pipelines.definitions import defs
 from pipelines.defs.candles import candles
-from pipelines.defs.ingestion import trade_inbox_sensor
+from pipelines.defs.ingestion import (
+    DRAIN_SECONDS,
+    HANDOVER,
+    START_PATIENCE,
+    draining_ahead,
+    trade_inbox_sensor,
+)
 from pipelines.defs.maintenance import prune_runs
 from pipelines.defs.resources import MarketDatabase
-from pipelines.ingestion import drain_inbox
+from pipelines.ingestion import PromotedBatch, drain_continuously, drain_inbox
 from tests.candle_reference import assert_candles_match_trades
 from tests.conftest import BIN, ROOT
 from tests.test_candles import at, send
@@ -75,47 +79,51 @@ def test_the_code_location_loads_with_the_contracted_names(dagster_env: dict[str
     assert validated.returncode == 0, validated.stderr
 
 
-def sensor_context(
-    instance: dg.DagsterInstance, database_url: str, cursor: str | None = None
-) -> dg.SensorEvaluationContext:
-    return dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources={"market_db": MarketDatabase(url=database_url)}
-    )
-
-
-def test_the_sensor_skips_an_empty_inbox_but_moves_the_heartbeat(
-    db: Connection, database_url: str, instance: dg.DagsterInstance
+def test_the_sensor_keeps_one_drain_run_going_and_starts_the_next_before_it_ends(
+    instance: dg.DagsterInstance,
 ) -> None:
-    for _ in range(3):
-        result = trade_inbox_sensor(sensor_context(instance, database_url))
-        assert isinstance(result, dg.SkipReason)
-    heartbeats = db.execute("SELECT inbox_rows, finished_at FROM ingest_batches").fetchall()
-    assert len(heartbeats) == 1  # a run of idle cycles shares one row
-    assert heartbeats[0][0] == 0
-    assert datetime.now(UTC) - heartbeats[0][1] < timedelta(minutes=1)
+    first = trade_inbox_sensor(dg.build_sensor_context(instance=instance))
+    assert isinstance(first, dg.SensorResult)
+    [request] = first.run_requests or []
+    assert request.run_key and request.run_key.startswith("drain-")
+    assert request.run_config["ops"]["trades"]["config"]["drain_seconds"] == DRAIN_SECONDS
+
+    run = instance.add_run(
+        dg.DagsterRun(job_name="ingest_trades_job", status=dg.DagsterRunStatus.NOT_STARTED)
+    )
+    waiting = trade_inbox_sensor(dg.build_sensor_context(instance=instance))
+    assert isinstance(waiting, dg.SkipReason)
+    [requested] = instance.get_run_records(dg.RunsFilter(run_ids=[run.run_id]))
+    asked = requested.create_timestamp.timestamp()
+    assert not draining_ahead(instance, asked + START_PATIENCE.total_seconds() + 1)  # stuck
+
+    start = dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name="ingest_trades_job")
+    instance.report_dagster_event(start, run_id=run.run_id)
+    [record] = instance.get_run_records(dg.RunsFilter(run_ids=[run.run_id]))
+    assert record.start_time is not None
+    last_minute = record.start_time + DRAIN_SECONDS - HANDOVER.total_seconds()
+    assert draining_ahead(instance, last_minute - 1)
+    # In its last minute the run's successor is asked for, so that it is up before the run ends;
+    # so it is for a run that outlives its time (it went down with its code server).
+    assert not draining_ahead(instance, last_minute + 1)
+    assert not draining_ahead(instance, record.start_time + 10 * DRAIN_SECONDS)
 
 
-def test_the_sensor_asks_one_run_per_pending_range_and_again_if_it_was_left_behind(
-    client: httpx.Client, db: Connection, database_url: str, instance: dg.DagsterInstance
+def test_a_drain_run_promotes_as_ticks_arrive_and_beats_while_idle(
+    client: httpx.Client, db: Connection, database_url: str
 ) -> None:
     send(client, [tick(i) for i in range(3)])
-    [(low, high)] = db.execute("SELECT min(seq), max(seq) FROM trade_inbox").fetchall()
-
-    first = trade_inbox_sensor(sensor_context(instance, database_url))
-    assert isinstance(first, dg.SensorResult)
-    assert [r.run_key for r in first.run_requests or []] == [f"inbox-{low}-{high}"]
-
-    # Same range, no run in flight: its run failed or was killed. Ask again, under a new key.
-    again = trade_inbox_sensor(sensor_context(instance, database_url, first.cursor))
-    assert isinstance(again, dg.SensorResult)
-    assert [r.run_key for r in again.run_requests or []] == [f"inbox-{low}-{high}-retry-1"]
-
-    # A run in flight: wait for it.
-    instance.add_run(
-        dg.DagsterRun(job_name="ingest_trades_job", status=dg.DagsterRunStatus.STARTED)
-    )
-    waiting = trade_inbox_sensor(sensor_context(instance, database_url, again.cursor))
-    assert isinstance(waiting, dg.SkipReason)
+    seen: list[PromotedBatch] = []
+    with connect(database_url) as conn:
+        for batch in drain_continuously(conn, seconds=3, cadence=0.5):
+            seen.append(batch)
+            if len(seen) == 1:  # more ticks arrive while the drain runs
+                send(client, [tick(i) for i in range(3, 5)])
+    assert [b.promoted for b in seen] == [3, 2]
+    assert db.execute("SELECT count(*) FROM trade_inbox").fetchone() == (0,)
+    batches = db.execute("SELECT inbox_rows FROM ingest_batches ORDER BY batch_id").fetchall()
+    # Idle looks after them share one heartbeat row (none if the machine was very slow).
+    assert batches in ([(3,), (2,)], [(3,), (2,), (0,)])
 
 
 def test_a_micro_batch_run_records_the_candle_partitions_it_touched(
@@ -125,8 +133,8 @@ def test_a_micro_batch_run_records_the_candle_partitions_it_touched(
     result = defs().resolve_job_def("ingest_trades_job").execute_in_process(instance=instance)
     assert result.success
     events = result.asset_materializations_for_node("trades")
-    [trades_event] = [e for e in events if e.asset_key == dg.AssetKey("trades")]
-    assert trades_event.metadata["promoted"] == dg.IntMetadataValue(2)
+    [batch] = [e for e in events if e.asset_key == dg.AssetKey("trades")]  # one per micro-batch
+    assert batch.metadata["promoted"] == dg.IntMetadataValue(2)
     for key in CANDLE_KEYS:
         for day in ("2026-11-19", "2026-11-20"):
             records = instance.fetch_materializations(

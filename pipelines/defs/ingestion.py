@@ -1,10 +1,18 @@
-"""The ingestion micro-batch: `trade_inbox_sensor` launches `ingest_trades_job` whenever the inbox
-holds acknowledged ticks; the run drains them into `trades` and refreshes the candles they touch,
-and records which candle partitions changed so freshness and lineage follow the micro-batches."""
+"""Continuous ingestion: `trade_inbox_sensor` keeps one `ingest_trades_job` run draining the inbox,
+a micro-batch every second, into `trades`, refreshing the candles each batch touches. Every batch
+is recorded as a materialization of `trades`, and the candle partitions the batches changed as
+materializations of the candle assets, so freshness and lineage follow the micro-batches.
 
-import json
-import math
+A run drains for DRAIN_SECONDS and ends; the sensor starts its successor HANDOVER before that, so
+the two overlap briefly instead of leaving a gap while the new run's process starts (two drains at
+once are safe: each batch holds the candles lock). A run stopped anywhere loses nothing: each batch
+is one transaction. A run that went down with its code server stays STARTED until run monitoring
+fails it for outliving its `dagster/max_runtime`; the sensor stops counting on it long before.
+"""
+
+import time
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
@@ -13,28 +21,30 @@ from mdp.intervals import INTERVALS
 from mdp.settings import get_settings
 from pipelines.defs.candles import asset_name, daily_partitions
 from pipelines.defs.resources import MarketDatabase
-from pipelines.ingestion import DEFAULT_MAX_ROWS, drain_inbox, inbox_span, record_idle_cycle
+from pipelines.ingestion import DEFAULT_MAX_ROWS, PromotedBatch, drain_continuously
 
-# A micro-batch run is bounded (MAX_BATCHES transactions) and must end within RUN_TIMEOUT. A run
-# whose worker was killed is failed by its code server; one that went down with its code server
-# (a container restart, `dagster job execute` killed) stays STARTED until run monitoring fails it
-# for outliving RUN_TIMEOUT, and the sensor stops waiting for it then. A run stopped anywhere
-# loses nothing: each batch is one transaction, and two runs at once are safe (each batch holds
-# the candles lock).
-RUN_TIMEOUT = timedelta(seconds=60)
-MAX_BATCHES = 8
+DRAIN_SECONDS = 240.0
+HANDOVER = timedelta(seconds=60)
+CANDLE_EVENTS_SECONDS = 10.0
+START_PATIENCE = timedelta(seconds=120)
+"""How long a requested run may take to start before the sensor asks for another."""
+RUN_TIMEOUT = timedelta(seconds=DRAIN_SECONDS) + HANDOVER + START_PATIENCE
 
 
 class IngestConfig(dg.Config):
+    drain_seconds: float = 0.0
+    """Keep draining, a micro-batch every `cadence_seconds`, for this long; 0 drains what is
+    pending and ends (`dagster job execute`). The sensor's runs drain for DRAIN_SECONDS."""
+    cadence_seconds: float = 1.0
+    """Seconds between the starts of two drains of the inbox."""
     max_rows: int = DEFAULT_MAX_ROWS
-    """Inbox rows per transaction."""
-    max_batches: int = MAX_BATCHES
-    """Transactions per run; what is left waits for the next run, requested at once."""
+    """Inbox rows per transaction; a larger backlog is drained in several."""
 
 
 @dg.asset(
     group_name="ingestion",
     kinds={"postgres"},
+    output_required=False,
     freshness_policy=dg.FreshnessPolicy.time_window(
         fail_window=timedelta(minutes=10), warn_window=timedelta(minutes=2)
     ),
@@ -43,88 +53,112 @@ class IngestConfig(dg.Config):
 )
 def trades(
     context: dg.AssetExecutionContext, config: IngestConfig, market_db: MarketDatabase
-) -> dg.MaterializeResult[None]:
+) -> Iterator[dg.AssetMaterialization]:
+    candles = _CandlePartitions()
     with market_db.connect() as conn:
-        batches = drain_inbox(conn, config.max_rows, context.run.run_id, config.max_batches)
-    days: Counter[date] = Counter()
-    for batch in batches:
+        for batch in drain_continuously(
+            conn, config.drain_seconds, config.cadence_seconds, config.max_rows, context.run.run_id
+        ):
+            yield dg.AssetMaterialization(
+                asset_key="trades",
+                metadata={
+                    "batch_id": batch.batch_id,
+                    "inbox_rows": batch.inbox_rows,
+                    "promoted": batch.promoted,
+                    "duplicates": batch.duplicates,
+                    "candles_written": batch.candles,
+                },
+            )
+            candles.add(batch)
+            if candles.due():
+                yield from candles.flush()
+    yield from candles.flush()
+
+
+class _CandlePartitions:
+    """The candle partitions (days) the batches changed, recorded as materializations of every
+    candle asset at most every CANDLE_EVENTS_SECONDS: a write to Dagster's event log per interval
+    and day is what a batch costs Dagster most, and freshness is judged in minutes."""
+
+    def __init__(self) -> None:
+        self.trades: Counter[date] = Counter()
+        self.batches: list[int] = []
+        self.since = time.monotonic()
+
+    def add(self, batch: PromotedBatch) -> None:
         for (_, day), count in batch.days.items():
-            days[day] += count
-    for day, count in sorted(days.items()):
-        key = day.isoformat()
-        if daily_partitions.has_partition_key(key):
-            for interval in INTERVALS:
-                context.log_event(
-                    dg.AssetMaterialization(
+            self.trades[day] += count
+        self.batches.append(batch.batch_id)
+
+    def due(self) -> bool:
+        return time.monotonic() - self.since >= CANDLE_EVENTS_SECONDS
+
+    def flush(self) -> Iterator[dg.AssetMaterialization]:
+        for day, count in sorted(self.trades.items()):
+            if daily_partitions.has_partition_key(day.isoformat()):
+                for interval in INTERVALS:
+                    yield dg.AssetMaterialization(
                         asset_key=asset_name(interval),
-                        partition=key,
-                        metadata={"trades_added": count, "by": "ingest_trades_job"},
+                        partition=day.isoformat(),
+                        metadata={
+                            "trades_added": count,
+                            "batches": f"{self.batches[0]}-{self.batches[-1]}",
+                        },
                     )
-                )
-    promoted = sum(b.promoted for b in batches)
-    inbox_rows = sum(b.inbox_rows for b in batches)
-    return dg.MaterializeResult(
-        metadata={
-            "batches": len(batches),
-            "inbox_rows": inbox_rows,
-            "promoted": promoted,
-            "duplicates": inbox_rows - promoted,
-            "days_touched": ", ".join(sorted(d.isoformat() for d in days)) or "none",
-            "candles_written": sum(n for b in batches for n in b.candles.values()),
-        }
-    )
+        self.trades.clear()
+        self.batches.clear()
+        self.since = time.monotonic()
 
 
 ingest_trades_job = dg.define_asset_job(
     "ingest_trades_job",
     selection=[trades],
-    description="One micro-batch: drain the inbox into `trades`, refresh the touched candles.",
+    description="Drain the inbox into `trades` and refresh the touched candles: what is pending, "
+    "or (as the sensor runs it) a micro-batch every second for a few minutes.",
     tags={"batch": "micro", "dagster/max_runtime": str(int(RUN_TIMEOUT.total_seconds()))},
 )
 
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
 
-def _in_flight(instance: dg.DagsterInstance) -> bool:
-    recent = datetime.now(UTC) - RUN_TIMEOUT
-    runs = instance.get_runs(
-        filters=dg.RunsFilter(
-            job_name=ingest_trades_job.name,
-            statuses=[
-                dg.DagsterRunStatus.QUEUED,
-                dg.DagsterRunStatus.NOT_STARTED,
-                dg.DagsterRunStatus.STARTING,
-                dg.DagsterRunStatus.STARTED,
-            ],
-            created_after=recent,
-        ),
-        limit=1,
+
+def draining_ahead(instance: dg.DagsterInstance, now: float) -> bool:
+    """Whether a drain run will still be draining HANDOVER from `now` (epoch seconds): one that
+    started less than DRAIN_SECONDS - HANDOVER ago, or one requested recently that has not
+    started yet."""
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(job_name=ingest_trades_job.name, statuses=IN_FLIGHT), limit=10
     )
-    return bool(runs)
+    for record in records:
+        if record.start_time is None:
+            if now - record.create_timestamp.timestamp() < START_PATIENCE.total_seconds():
+                return True
+        elif record.start_time + DRAIN_SECONDS - now > HANDOVER.total_seconds():
+            return True
+    return False
 
 
 @dg.sensor(
     job=ingest_trades_job,
-    minimum_interval_seconds=math.ceil(get_settings().ingestion_interval_seconds),
+    minimum_interval_seconds=min(10, max(1, round(get_settings().ingestion_interval_seconds))),
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Launches a micro-batch when the inbox holds ticks; an empty look still moves "
-    "the ingestion heartbeat.",
+    description="Keeps one drain run of `ingest_trades_job` going, and starts the next before "
+    "it ends.",
 )
-def trade_inbox_sensor(
-    context: dg.SensorEvaluationContext, market_db: MarketDatabase
-) -> dg.SensorResult | dg.SkipReason:
-    if _in_flight(context.instance):
-        return dg.SkipReason("a micro-batch is still in flight")
-    with market_db.connect() as conn:
-        span = inbox_span(conn)
-        if span is None:
-            record_idle_cycle(conn)
-            return dg.SkipReason("the inbox is empty")
-    # One run key per pending range. The same range seen again with no run in flight means its
-    # run ended without draining it (failed or killed): ask again under a new attempt number.
-    pending = f"inbox-{span[0]}-{span[1]}"
-    previous = json.loads(context.cursor) if context.cursor else {}
-    attempt = previous.get("attempt", 0) + 1 if previous.get("pending") == pending else 0
-    run_key = pending if attempt == 0 else f"{pending}-retry-{attempt}"
+def trade_inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+    now = time.time()
+    if draining_ahead(context.instance, now):
+        return dg.SkipReason("a drain run is draining")
+    config = IngestConfig(drain_seconds=DRAIN_SECONDS)
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=run_key)],
-        cursor=json.dumps({"pending": pending, "attempt": attempt}),
+        run_requests=[
+            dg.RunRequest(
+                run_key=f"drain-{datetime.fromtimestamp(now, UTC):%Y%m%dT%H%M%S}",
+                run_config=dg.RunConfig(ops={"trades": config}),
+            )
+        ]
     )

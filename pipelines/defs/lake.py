@@ -8,6 +8,7 @@ import dagster as dg
 
 from mdp.settings import get_settings
 from pipelines.defs.candles import daily_partitions
+from pipelines.defs.ingestion import ingest_trades_job
 from pipelines.defs.resources import MarketDatabase
 from pipelines.lake import export_day, refresh_database_file
 
@@ -44,6 +45,9 @@ candles_lake_job = dg.define_asset_job(
 )
 
 
+INGEST_JOB = ingest_trades_job.name  # its micro-batches' days are exported when finalized
+
+
 def _ranges(days: list[date]) -> Iterator[tuple[date, date]]:
     """Contiguous runs of sorted days, as (first, last)."""
     first = last = days[0]
@@ -59,7 +63,8 @@ def _ranges(days: list[date]) -> Iterator[tuple[date, date]]:
     job=candles_lake_job,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="After a partition run of the candles (a backfill, say), export those days.",
+    description="After a partition run of the candles (a backfill, say), export those days; "
+    "the days micro-batches touch wait for the nightly finalization.",
 )
 def candles_lake_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
     after = int(context.cursor) if context.cursor else None
@@ -70,12 +75,16 @@ def candles_lake_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult 
     ).records
     if not records:
         return dg.SkipReason("no new candle materializations")
+    micro_batches = {
+        run.run_id
+        for run in context.instance.get_runs(
+            dg.RunsFilter(run_ids=list({r.run_id for r in records}), job_name=INGEST_JOB)
+        )
+    }
     days = sorted({
         date.fromisoformat(r.partition_key)
         for r in records
-        if r.partition_key
-        and r.asset_materialization
-        and "by" not in r.asset_materialization.metadata  # not a micro-batch
+        if r.partition_key and r.run_id not in micro_batches
     })  # fmt: skip
     cursor = str(records[-1].storage_id)
     requests = [

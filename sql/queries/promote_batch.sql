@@ -1,7 +1,16 @@
--- Promote the oldest pending inbox rows to canonical trades, in one transaction with the batch
--- record. Acceptance order is seq order; the first accepted (source, event_id) wins, whether its
--- twin is in this batch or was promoted long ago. Returns one row per (symbol, 1-minute bucket)
--- that received trades: the buckets whose candles the same transaction then brings up to date.
+-- One micro-batch, in one statement inside the caller's transaction (which holds the candles lock):
+-- promote the oldest pending inbox rows to canonical trades, merge them into the candles of every
+-- interval and record the batch. Returns one row: the trades promoted per (symbol, UTC day), and
+-- the candles written (to be announced to /stream), as arrays.
+--
+-- Acceptance order is seq order; the first accepted (source, event_id) wins, whether its twin is in
+-- this batch or was promoted long ago.
+--
+-- Merging is exact and costs what the batch costs, however full the bucket already is: promotion
+-- takes the inbox in seq order, so every trade of a batch comes after every trade already in a
+-- candle in acceptance order. A new trade opens the bucket only if strictly earlier than its open
+-- (on a tie the earlier accepted wins) and closes it if not earlier than its close. The same merge
+-- serves reads of pending trades (live_candles).
 WITH moved AS (
     DELETE FROM trade_inbox
     WHERE seq IN (
@@ -19,11 +28,50 @@ inserted AS (
     SELECT source, event_id, seq, symbol, ts, price, volume, received_at, %(batch_id)s
     FROM firsts
     ON CONFLICT (source, event_id) DO NOTHING
-    RETURNING symbol, ts
+    RETURNING symbol, ts, seq, price, volume
+),
+partials AS (
+    SELECT i.symbol, w."interval", date_bin(w.width, i.ts, 'epoch') AS bucket_start,
+           (array_agg(i.price ORDER BY i.ts, i.seq))[1] AS open,
+           max(i.price) AS high,
+           min(i.price) AS low,
+           (array_agg(i.price ORDER BY i.ts DESC, i.seq DESC))[1] AS close,
+           sum(i.volume) AS volume,
+           sum(i.price * i.volume) AS notional,
+           count(*) AS trade_count,
+           min(i.ts) AS open_at,
+           max(i.ts) AS close_at
+    FROM inserted i
+    CROSS JOIN unnest(%(intervals)s::text[], %(widths)s::interval[]) AS w("interval", width)
+    GROUP BY 1, 2, 3
+),
+merged AS (
+    INSERT INTO candles AS c
+        (symbol, "interval", bucket_start, open, high, low, close, volume, vwap, trade_count,
+         open_at, close_at, updated_at)
+    SELECT p.symbol, p."interval", p.bucket_start,
+           CASE WHEN e.open_at IS NULL OR p.open_at < e.open_at THEN p.open ELSE e.open END,
+           greatest(e.high, p.high),
+           least(e.low, p.low),
+           CASE WHEN e.close_at IS NULL OR p.close_at >= e.close_at THEN p.close ELSE e.close END,
+           coalesce(e.volume, 0) + p.volume,
+           (coalesce(e.vwap * e.volume, 0) + p.notional) / (coalesce(e.volume, 0) + p.volume),
+           coalesce(e.trade_count, 0) + p.trade_count,
+           least(e.open_at, p.open_at),
+           greatest(e.close_at, p.close_at),
+           clock_timestamp()
+    FROM partials p
+    LEFT JOIN candles e
+        ON e.symbol = p.symbol AND e."interval" = p."interval" AND e.bucket_start = p.bucket_start
+    ON CONFLICT (symbol, "interval", bucket_start) DO UPDATE
+    SET open = excluded.open, high = excluded.high, low = excluded.low, close = excluded.close,
+        volume = excluded.volume, vwap = excluded.vwap, trade_count = excluded.trade_count,
+        open_at = excluded.open_at, close_at = excluded.close_at, updated_at = excluded.updated_at
+    RETURNING c.symbol, c."interval", c.bucket_start
 ),
 touched AS (
-    SELECT symbol, date_bin('1 minute', ts, 'epoch') AS minute, min(ts) AS min_ts,
-           max(ts) AS max_ts, count(*) AS trades
+    SELECT symbol, date_bin('1 day', ts, 'epoch') AS day, min(ts) AS min_ts, max(ts) AS max_ts,
+           count(*) AS trades
     FROM inserted
     GROUP BY 1, 2
 ),
@@ -47,4 +95,12 @@ batch AS (
     FROM (SELECT count(*) AS n, min(seq) AS first_seq, max(seq) AS last_seq FROM moved) m
     WHERE b.batch_id = %(batch_id)s
 )
-SELECT symbol, minute, trades FROM touched ORDER BY symbol, minute
+SELECT t.symbols, t.days, t.trades, m.symbols, m.intervals, m.bucket_starts
+FROM (SELECT coalesce(array_agg(symbol), '{}') AS symbols,
+             coalesce(array_agg((day AT TIME ZONE 'UTC')::date), '{}') AS days,
+             coalesce(array_agg(trades), '{}') AS trades
+      FROM touched) t,
+     (SELECT coalesce(array_agg(symbol), '{}') AS symbols,
+             coalesce(array_agg("interval"), '{}') AS intervals,
+             coalesce(array_agg(bucket_start), '{}') AS bucket_starts
+      FROM merged) m
