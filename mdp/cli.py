@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from mdp.settings import get_settings
 
-SUITES = ["ingest", "candles", "serve", "freshness", "lake", "soak"]
+SUITES = ["ingest", "candles", "serve", "freshness", "capacity", "lake", "soak"]
 DEFAULT_SUITES = SUITES[:-1]  # the soak runs when asked for
 
 
@@ -91,6 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--rate", type=float, default=1000.0, help="ticks/s the soak's feeder offers"
+    )
+    bench.add_argument(
+        "--steps",
+        type=_rates,
+        default=[1000, 2000, 5000, 10_000, 15_000, 20_000],
+        help="ticks/s the capacity benchmark offers, step by step (default: "
+        "1000,2000,5000,10000,15000,20000; it stops after the first step that does not hold)",
+    )
+    bench.add_argument(
+        "--step-seconds", type=float, default=30.0, help="how long each capacity step lasts"
     )
     bench.set_defaults(run=_bench)
     return parser
@@ -224,4 +234,16 @@ def _bench(args: argparse.Namespace) -> int:
         seconds=args.seconds,
         minutes=args.minutes,
         rate=args.rate,
+        steps=args.steps,
+        step_seconds=args.step_seconds,
     )
+
+
+def _rates(text: str) -> list[int]:
+    try:
+        rates = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of ticks/s: {text}") from None
+    if any(rate <= 0 for rate in rates):
+        raise argparse.ArgumentTypeError("rates must be positive")
+    return rates

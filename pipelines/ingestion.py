@@ -92,7 +92,7 @@ def drain_continuously(
             drained += 1
             yield batch
         if not drained:
-            record_idle_cycle(conn)
+            record_idle_cycle(conn, run_id)
         if started + cadence >= until:
             return
         time.sleep(max(0.0, started + cadence - time.monotonic()))
@@ -115,7 +115,18 @@ def inbox_span(conn: Connection) -> tuple[int, int] | None:
     return None if low is None else (low, high)
 
 
-def record_idle_cycle(conn: Connection) -> None:
+def record_idle_cycle(conn: Connection, run_id: str | None = None) -> None:
     """Move the heartbeat for a cycle that found nothing to promote."""
     with conn.transaction():
-        conn.execute(query("record_idle_cycle"))
+        conn.execute(query("record_idle_cycle"), {"run_id": run_id})
+
+
+def beating(conn: Connection, run_ids: list[str], within: float) -> set[str]:
+    """Which of these runs recorded a batch or an idle cycle in the last `within` seconds."""
+    rows = conn.execute(
+        "SELECT DISTINCT run_id FROM ingest_batches"
+        " WHERE finished_at > now() - make_interval(secs => %s) AND run_id = ANY(%s)",
+        (within, run_ids),
+    ).fetchall()
+    conn.commit()
+    return {run_id for (run_id,) in rows}

@@ -17,6 +17,7 @@ from mdp.intervals import INTERVALS
 from pipelines.definitions import defs
 from pipelines.defs.candles import candles
 from pipelines.defs.ingestion import (
+    BEAT_PATIENCE,
     DRAIN_SECONDS,
     HANDOVER,
     START_PATIENCE,
@@ -25,7 +26,7 @@ from pipelines.defs.ingestion import (
 )
 from pipelines.defs.maintenance import prune_runs
 from pipelines.defs.resources import MarketDatabase
-from pipelines.ingestion import PromotedBatch, drain_continuously, drain_inbox
+from pipelines.ingestion import PromotedBatch, drain_continuously, drain_inbox, record_idle_cycle
 from tests.candle_reference import assert_candles_match_trades
 from tests.conftest import BIN, ROOT
 from tests.test_candles import at, send
@@ -80,9 +81,16 @@ def test_the_code_location_loads_with_the_contracted_names(dagster_env: dict[str
 
 
 def test_the_sensor_keeps_one_drain_run_going_and_starts_the_next_before_it_ends(
-    instance: dg.DagsterInstance,
+    db: Connection, database_url: str, instance: dg.DagsterInstance
 ) -> None:
-    first = trade_inbox_sensor(dg.build_sensor_context(instance=instance))
+    def sensor() -> object:
+        resources = {"market_db": MarketDatabase(url=database_url)}
+        return trade_inbox_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+
+    def every_run_beats(runs: list[str]) -> set[str]:
+        return set(runs)
+
+    first = sensor()
     assert isinstance(first, dg.SensorResult)
     [request] = first.run_requests or []
     assert request.run_key and request.run_key.startswith("drain-")
@@ -91,22 +99,26 @@ def test_the_sensor_keeps_one_drain_run_going_and_starts_the_next_before_it_ends
     run = instance.add_run(
         dg.DagsterRun(job_name="ingest_trades_job", status=dg.DagsterRunStatus.NOT_STARTED)
     )
-    waiting = trade_inbox_sensor(dg.build_sensor_context(instance=instance))
-    assert isinstance(waiting, dg.SkipReason)
+    assert isinstance(sensor(), dg.SkipReason)  # requested, on its way
     [requested] = instance.get_run_records(dg.RunsFilter(run_ids=[run.run_id]))
     asked = requested.create_timestamp.timestamp()
-    assert not draining_ahead(instance, asked + START_PATIENCE.total_seconds() + 1)  # stuck
+    assert not draining_ahead(
+        instance, asked + START_PATIENCE.total_seconds() + 1, every_run_beats
+    )  # stuck
 
     start = dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name="ingest_trades_job")
     instance.report_dagster_event(start, run_id=run.run_id)
+    record_idle_cycle(db, run.run_id)  # its first look at the inbox
+    assert isinstance(sensor(), dg.SkipReason)
     [record] = instance.get_run_records(dg.RunsFilter(run_ids=[run.run_id]))
     assert record.start_time is not None
     last_minute = record.start_time + DRAIN_SECONDS - HANDOVER.total_seconds()
-    assert draining_ahead(instance, last_minute - 1)
-    # In its last minute the run's successor is asked for, so that it is up before the run ends;
-    # so it is for a run that outlives its time (it went down with its code server).
-    assert not draining_ahead(instance, last_minute + 1)
-    assert not draining_ahead(instance, record.start_time + 10 * DRAIN_SECONDS)
+    assert draining_ahead(instance, last_minute - 1, every_run_beats)
+    # In its last minute the run's successor is asked for, so that it is up before the run ends.
+    assert not draining_ahead(instance, last_minute + 1, every_run_beats)
+    # A run that stopped beating went down (with its code server, say): no waiting for it.
+    assert draining_ahead(instance, record.start_time + BEAT_PATIENCE - 1, lambda _: set())
+    assert not draining_ahead(instance, record.start_time + BEAT_PATIENCE + 1, lambda _: set())
 
 
 def test_a_drain_run_promotes_as_ticks_arrive_and_beats_while_idle(

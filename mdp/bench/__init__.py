@@ -72,6 +72,7 @@ def _cpu_model() -> str:
 
 def run_benchmarks(suites: list[str], settings: Settings, **options: Any) -> int:
     from mdp.bench.candles import bench_candles
+    from mdp.bench.capacity import bench_capacity
     from mdp.bench.freshness import bench_freshness
     from mdp.bench.ingest import bench_ingest
     from mdp.bench.lake import bench_lake
@@ -83,6 +84,7 @@ def run_benchmarks(suites: list[str], settings: Settings, **options: Any) -> int
         "candles": bench_candles,
         "serve": bench_serve,
         "freshness": bench_freshness,
+        "capacity": bench_capacity,
         "lake": bench_lake,
         "soak": bench_soak,
     }

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from mdp.bench.up import running_platform
-from mdp.database import connect
+from mdp.database import Connection, connect
 from mdp.settings import Settings
 
 PROBE = "PROBE"  # a symbol of the probes' own, so the feed does not blur what they measure
@@ -45,18 +45,26 @@ def bench_freshness(url: str, settings: Settings, *, seconds: int, **_: Any) -> 
         probes = _probe(platform.api, platform.credentials)
         time.sleep(max(0.0, seconds - (time.monotonic() - started)))
     with connect(url) as conn:
-        [(trades, (p50, p95, p99), worst, batches)] = conn.execute(ACK_TO_MATERIALIZED).fetchall()
+        lag = ack_to_materialized(conn)
     return {
         **probes,
         "measured_seconds": seconds,
         "ingestion_interval_seconds": settings.ingestion_interval_seconds,
+        **lag,
+    }
+
+
+def ack_to_materialized(conn: Connection) -> dict[str, Any]:
+    """The trades measured, the micro-batches that moved them and their lag from ack to
+    materialized, in seconds (None where nothing was measured: no micro-batch ran in time)."""
+    [(trades, quantiles, worst, batches)] = conn.execute(ACK_TO_MATERIALIZED).fetchall()
+    rounded = [None if q is None else round(q, 2) for q in quantiles or (None, None, None)]
+    return {
         "trades_measured": trades,
         "micro_batches": batches,
         "ack_to_materialized_s": {
-            "p50": round(p50, 2),
-            "p95": round(p95, 2),
-            "p99": round(p99, 2),
-            "max": round(float(worst), 2),
+            **dict(zip(("p50", "p95", "p99"), rounded, strict=True)),
+            "max": None if worst is None else round(float(worst), 2),
         },
     }
 

@@ -42,7 +42,10 @@ def request_bytes(
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-async def _one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
+async def exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+) -> tuple[int, bytes]:
+    """Send one request on a keep-alive connection; its status and body."""
     writer.write(request)
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
@@ -50,8 +53,7 @@ async def _one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, reque
     for line in head.split(b"\r\n"):
         if line.lower().startswith(b"content-length:"):
             length = int(line.split(b":", 1)[1])
-    await reader.readexactly(length)
-    return status
+    return status, await reader.readexactly(length)
 
 
 async def run_load(
@@ -69,7 +71,7 @@ async def run_load(
             for i in counter:
                 request = make_request(i)
                 started = time.perf_counter()
-                status = await _one(reader, writer, request)
+                status, _ = await exchange(reader, writer, request)
                 latencies.append((time.perf_counter() - started) * 1000)
                 statuses[status] = statuses.get(status, 0) + 1
         finally:

@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 import psutil
 
-from mdp.bench.freshness import ACK_TO_MATERIALIZED
-from mdp.bench.up import Platform, running_platform
+from mdp.bench.freshness import ack_to_materialized
+from mdp.bench.up import Platform, cpu_seconds, running_platform
 from mdp.database import connect
 from mdp.feeder import FeedConfig, FeedStats, run_feed
 from mdp.reconcile import candle_differences, read_ack_log, unpromoted
@@ -58,16 +58,16 @@ def bench_soak(
     with tempfile.TemporaryDirectory(prefix="mdp-soak-") as scratch:
         ack_log = Path(scratch) / "acked.tsv"
         with running_platform(url, feed=False) as platform:
-            started, cpu_before = time.monotonic(), _cpu_seconds(url, platform.process.pid)
+            started, cpu_before = time.monotonic(), cpu_seconds(url, platform.process.pid)
             stats, reads, memory = asyncio.run(
                 _load(platform, settings.symbol_list, minutes * 60, rate, ack_log)
             )
             seconds = time.monotonic() - started
-            cpu_after = _cpu_seconds(url, platform.process.pid)
+            cpu_after = cpu_seconds(url, platform.process.pid)
             catch_up_s = _wait_for_empty_inbox(url)
             runs = _run_statuses(platform.dagster_database)
         with connect(url, autocommit=True) as conn:
-            [(_, lag, worst, _)] = conn.execute(ACK_TO_MATERIALIZED).fetchall()
+            lag = ack_to_materialized(conn)["ack_to_materialized_s"]
             [(promoted,)] = conn.execute("SELECT count(*) FROM trades").fetchall()
             reconciliation = unpromoted(conn, read_ack_log(ack_log))
             reconciliation["candle_differences"] = len(candle_differences(conn))
@@ -89,11 +89,7 @@ def bench_soak(
         "reads_per_s": round(sum(map(len, reads.latencies_ms.values())) / seconds, 1),
         "stream_events": reads.stream_events,
         "status_stale_answers": reads.stale_seen,
-        "ack_to_materialized_s": {
-            "p50": round(lag[0], 2),
-            "p99": round(lag[2], 2),
-            "max": round(float(worst), 2),
-        },
+        "ack_to_materialized_s": lag,
         "catch_up_after_feed_s": catch_up_s,
         "dagster_runs": runs,
         "cpu_cores_used": {
@@ -185,9 +181,9 @@ async def _listen(client: httpx.AsyncClient, reads: Reads, stop: asyncio.Event) 
 
 
 def _sample(elapsed: float, platform_pid: int) -> dict[str, float]:
-    """Resident memory in MiB of the API (with its workers) and the Dagster daemon (children of
-    `mdp up`), and of the daemon's code server, where sensors run and runs are launched from (the
-    daemon replaces it now and then, so the processes are looked up at every sample)."""
+    """Resident memory in MiB of the API (with its workers), the Dagster daemon, and the code
+    server where sensors run and runs are launched from (children of `mdp up`, looked up at every
+    sample)."""
     sample = {"t_s": round(elapsed, 1)}
     with contextlib.suppress(psutil.Error):  # a process gone meanwhile: left out of this sample
         for child in psutil.Process(platform_pid).children():
@@ -196,40 +192,9 @@ def _sample(elapsed: float, platform_pid: int) -> dict[str, float]:
                 sample["api"] = _mib([child, *child.children(recursive=True)])
             elif "dagster-daemon" in command:
                 sample["dagster_daemon"] = _mib([child])
-                for server in child.children():
-                    if "grpc" in " ".join(server.cmdline()):
-                        sample["dagster_code_server"] = _mib([server])
+            elif "dagster api grpc" in command:
+                sample["dagster_code_server"] = _mib([child])
     return sample
-
-
-def _cpu_seconds(url: str, platform_pid: int) -> dict[str, float]:
-    """CPU seconds used so far by each part of the machine's load: the API, Dagster (daemon, code
-    server and run workers), PostgreSQL (when it runs on this machine) and this process, the load
-    generator."""
-    parts = {"load_generator": sum(psutil.Process().cpu_times()[:2])}
-    with contextlib.suppress(psutil.Error):
-        for child in psutil.Process(platform_pid).children():
-            command = " ".join(child.cmdline())
-            if "mdp serve" in command:
-                parts["api"] = _tree_cpu(child)
-            elif "dagster-daemon" in command:
-                parts["dagster"] = _tree_cpu(child)
-        with connect(url) as conn:
-            [(backend,)] = conn.execute("SELECT pg_backend_pid()").fetchall()
-            server = psutil.Process(backend).parent()  # on this machine: the postmaster
-            if server and "postgres" in server.name():
-                parts["postgres"] = _tree_cpu(server)
-    return parts
-
-
-def _tree_cpu(root: psutil.Process) -> float:
-    """User and system CPU seconds of a process, its descendants and their reaped children."""
-    total = 0.0
-    for process in [root, *root.children(recursive=True)]:
-        with contextlib.suppress(psutil.Error):
-            times = process.cpu_times()
-            total += times.user + times.system + times.children_user + times.children_system
-    return total
 
 
 def _mib(processes: list[psutil.Process]) -> float:

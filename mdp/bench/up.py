@@ -3,6 +3,7 @@ need Dagster's daemon: freshness and soak."""
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import signal
 import subprocess
@@ -12,6 +13,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+
+import psutil
 
 from mdp.database import connect, create_database, dagster_storage_url, with_database
 from mdp.processes import free_port, spawn_mdp, stop, wait_until_live
@@ -66,3 +69,33 @@ def _wait_for_first_batch(url: str, timeout: float) -> None:
                 return
             time.sleep(1)
     raise TimeoutError("no micro-batch ran: is the Dagster daemon starting?")
+
+
+def cpu_seconds(url: str, platform_pid: int) -> dict[str, float]:
+    """CPU seconds used so far by each part of the machine's load: the API, Dagster (daemon,
+    webserver, code server and its run workers), PostgreSQL (when it runs on this machine) and
+    this process, the load generator."""
+    parts = {"load_generator": sum(psutil.Process().cpu_times()[:2]), "api": 0.0, "dagster": 0.0}
+    with contextlib.suppress(psutil.Error):
+        for child in psutil.Process(platform_pid).children():
+            command = " ".join(child.cmdline())
+            if "mdp serve" in command:
+                parts["api"] += _tree_cpu(child)
+            elif "dagster" in command:
+                parts["dagster"] += _tree_cpu(child)
+        with connect(url) as conn:
+            [(backend,)] = conn.execute("SELECT pg_backend_pid()").fetchall()
+            server = psutil.Process(backend).parent()  # on this machine: the postmaster
+            if server and "postgres" in server.name():
+                parts["postgres"] = _tree_cpu(server)
+    return parts
+
+
+def _tree_cpu(root: psutil.Process) -> float:
+    """User and system CPU seconds of a process, its descendants and their reaped children."""
+    total = 0.0
+    for process in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            total += times.user + times.system + times.children_user + times.children_system
+    return total

@@ -12,7 +12,7 @@ fails it for outliving its `dagster/max_runtime`; the sensor stops counting on i
 
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
@@ -21,12 +21,14 @@ from mdp.intervals import INTERVALS
 from mdp.settings import get_settings
 from pipelines.defs.candles import asset_name, daily_partitions
 from pipelines.defs.resources import MarketDatabase
-from pipelines.ingestion import DEFAULT_MAX_ROWS, PromotedBatch, drain_continuously
+from pipelines.ingestion import DEFAULT_MAX_ROWS, PromotedBatch, beating, drain_continuously
 
 DRAIN_SECONDS = 240.0
 HANDOVER = timedelta(seconds=60)
 CANDLE_EVENTS_SECONDS = 10.0
 START_PATIENCE = timedelta(seconds=120)
+BEAT_PATIENCE = 30.0
+"""A drain run that recorded no batch nor idle cycle for this long is taken for dead."""
 """How long a requested run may take to start before the sensor asks for another."""
 RUN_TIMEOUT = timedelta(seconds=DRAIN_SECONDS) + HANDOVER + START_PATIENCE
 
@@ -126,18 +128,26 @@ IN_FLIGHT = [
 ]
 
 
-def draining_ahead(instance: dg.DagsterInstance, now: float) -> bool:
+def draining_ahead(
+    instance: dg.DagsterInstance, now: float, beating: Callable[[list[str]], set[str]]
+) -> bool:
     """Whether a drain run will still be draining HANDOVER from `now` (epoch seconds): one that
-    started less than DRAIN_SECONDS - HANDOVER ago, or one requested recently that has not
-    started yet."""
+    started less than DRAIN_SECONDS - HANDOVER ago and is alive (it beat in the last
+    BEAT_PATIENCE, or has only just started), or one requested recently that has not started.
+    `beating(run_ids)` tells which runs beat; a run whose worker died with its code server still
+    looks STARTED to Dagster until run monitoring fails it."""
     records = instance.get_run_records(
         filters=dg.RunsFilter(job_name=ingest_trades_job.name, statuses=IN_FLIGHT), limit=10
     )
+    started = {r.dagster_run.run_id: r.start_time for r in records if r.start_time is not None}
+    alive = beating(list(started)) if started else set()
     for record in records:
         if record.start_time is None:
             if now - record.create_timestamp.timestamp() < START_PATIENCE.total_seconds():
                 return True
-        elif record.start_time + DRAIN_SECONDS - now > HANDOVER.total_seconds():
+        elif record.start_time + DRAIN_SECONDS - now > HANDOVER.total_seconds() and (
+            record.dagster_run.run_id in alive or now - record.start_time < BEAT_PATIENCE
+        ):
             return True
     return False
 
@@ -147,11 +157,17 @@ def draining_ahead(instance: dg.DagsterInstance, now: float) -> bool:
     minimum_interval_seconds=min(10, max(1, round(get_settings().ingestion_interval_seconds))),
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Keeps one drain run of `ingest_trades_job` going, and starts the next before "
-    "it ends.",
+    "it ends (or at once when the one draining stopped beating).",
 )
-def trade_inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+def trade_inbox_sensor(
+    context: dg.SensorEvaluationContext, market_db: MarketDatabase
+) -> dg.SensorResult | dg.SkipReason:
     now = time.time()
-    if draining_ahead(context.instance, now):
+    with market_db.connect() as conn:
+        ahead = draining_ahead(
+            context.instance, now, lambda runs: beating(conn, runs, within=BEAT_PATIENCE)
+        )
+    if ahead:
         return dg.SkipReason("a drain run is draining")
     config = IngestConfig(drain_seconds=DRAIN_SECONDS)
     return dg.SensorResult(

@@ -1,0 +1,328 @@
+"""Capacity: the whole platform as `mdp up` runs it (no feeder) under open-loop load, in steps of
+offered ticks/s. Batches are posted on a fixed schedule from as many connections as it takes, and
+each latency counts from the batch's scheduled send time, so a slow server cannot slow the load
+down and hide its own queueing. Meanwhile a reader asks `/candles` for a day of 1m bars 5 times a
+second (open loop too) and a `/stream` subscriber follows one symbol. Per step: what was acked,
+latencies, ack → materialized, errors, and the CPU each part of the machine used; then the highest
+rate that held."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import random
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import msgspec
+
+from mdp.bench.load import exchange, request_bytes
+from mdp.bench.up import Platform, cpu_seconds, running_platform
+from mdp.database import connect
+from mdp.settings import Settings
+from pipelines.candles import recompute_day
+
+BATCH = 500  # ticks per POST
+READS_PER_SECOND = 5
+SETTLE_TIMEOUT = 60.0  # seconds a step's trades may take to be materialized after it ends
+HELD = {"acked_share": 0.95, "ack_p99_ms": 250, "read_p99_ms": 250, "materialized_p99_s": 10}
+
+# Per step, the trades accepted during it (inbox received_at, just before the 202) to the commit
+# of the micro-batch that made them canonical and merged them into their candles.
+ACK_TO_MATERIALIZED = """
+SELECT count(*), percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY lag)
+FROM (
+    SELECT extract(epoch FROM b.finished_at - t.received_at) AS lag
+    FROM trades t JOIN ingest_batches b USING (batch_id)
+    WHERE t.source = 'CAPACITY' AND t.received_at >= %(start)s AND t.received_at < %(end)s
+) l
+"""
+
+
+@dataclass
+class Step:
+    offered: int
+    seconds: float
+    ack_ms: list[float] = field(default_factory=list)
+    read_ms: list[float] = field(default_factory=list)
+    acked_ticks: int = 0
+    ingest_errors: int = 0
+    read_errors: int = 0
+    connections: int = 0
+
+
+class Connections:
+    """Keep-alive HTTP/1.1 connections to the API, opened whenever none is idle: an open-loop
+    load never waits for a connection to come free."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname, parts.port
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.opened = 0
+
+    async def send(self, request: bytes) -> tuple[int, bytes]:
+        if self.idle:
+            reader, writer = self.idle.pop()
+        else:
+            reader, writer = await asyncio.open_connection(self.host, self.port)
+            self.opened += 1
+        try:
+            answer = await exchange(reader, writer, request)
+        except BaseException:
+            writer.close()
+            raise
+        self.idle.append((reader, writer))
+        return answer
+
+    def close(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
+        self.idle.clear()
+
+
+def bench_capacity(
+    url: str, settings: Settings, *, steps: list[int], step_seconds: float, **_: Any
+) -> dict[str, Any]:
+    symbols = settings.symbol_list
+    with running_platform(url, feed=False) as platform:
+        _seed_a_day_of_minutes(url, symbols)
+        results = []
+        for rate in steps:
+            result = _run_step(url, platform, symbols, rate, step_seconds)
+            results.append(result)
+            if not result["held"]:
+                break
+    held = [r["offered_ticks_per_s"] for r in results if r["held"]]
+    return {
+        "batch_ticks": BATCH,
+        "step_seconds": step_seconds,
+        "reads": f"/candles, a day of 1m bars of {symbols[0]}, {READS_PER_SECOND}/s open loop",
+        "stream": f"/stream?symbols={symbols[0]}, one subscriber",
+        "criteria": HELD,
+        "steps": results,
+        "highest_rate_held": max(held) if held else None,
+    }
+
+
+def _run_step(
+    url: str, platform: Platform, symbols: list[str], rate: int, seconds: float
+) -> dict[str, Any]:
+    cpu_before = cpu_seconds(url, platform.process.pid)
+    started_at = datetime.now(UTC)
+    step, stream = asyncio.run(_load(platform, symbols, rate, seconds))
+    ended_at = datetime.now(UTC)
+    cpu_after = cpu_seconds(url, platform.process.pid)
+    materialized = _ack_to_materialized(url, started_at, ended_at, step.acked_ticks)
+    cores = {
+        part: round((cpu_after[part] - cpu_before[part]) / step.seconds, 3)
+        for part in cpu_after.keys() & cpu_before.keys()
+    }
+    acked_per_s = step.acked_ticks / step.seconds
+    ack, read = _percentiles(step.ack_ms), _percentiles(step.read_ms)
+    errors = {
+        "ingest": step.ingest_errors,
+        "reads": step.read_errors,
+        "stream_dropped": stream["dropped"],
+        "not_materialized": materialized["missing"],
+    }
+    checks = {
+        "acked_share": acked_per_s >= HELD["acked_share"] * rate,
+        "no_errors": not any(errors.values()),
+        "ack_p99": ack.get("p99", float("inf")) <= HELD["ack_p99_ms"],
+        "read_p99": read.get("p99", float("inf")) <= HELD["read_p99_ms"],
+        "materialized_p99": (materialized["p99_s"] or float("inf")) <= HELD["materialized_p99_s"],
+    }
+    return {
+        "offered_ticks_per_s": rate,
+        "acked_ticks_per_s": round(acked_per_s, 1),
+        "ack_ms": ack,
+        "read_ms": read,
+        "ack_to_materialized_s": {k: v for k, v in materialized.items() if k != "missing"},
+        "errors": errors,
+        "stream_events": stream["events"],
+        "connections": step.connections,
+        "cpu_cores": cores,
+        "cpu_us_per_tick": {
+            part: round(used * 1e6 / acked_per_s, 1)
+            for part, used in cores.items()
+            if acked_per_s and part != "load_generator"
+        },
+        "held": all(checks.values()),
+        "failed_checks": [name for name, ok in checks.items() if not ok],
+    }
+
+
+async def _load(
+    platform: Platform, symbols: list[str], rate: int, seconds: float
+) -> tuple[Step, dict[str, int]]:
+    step = Step(rate, seconds)
+    stream = {"events": 0, "dropped": 0}
+    ingest, reads = Connections(platform.api), Connections(platform.api)
+    user, password = platform.credentials
+    auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    headers = {"Authorization": auth, "Content-Type": "application/json"}
+    ticks = _ticks(symbols)
+    end = datetime.now(UTC) + timedelta(minutes=1)
+    window = f"start={end - timedelta(days=1):%Y-%m-%dT%H:%M:00Z}&end={end:%Y-%m-%dT%H:%M:00Z}"
+    read = request_bytes(
+        platform.api, "GET", f"/candles?symbol={symbols[0]}&interval=1m&limit=1441&{window}"
+    )
+
+    def ingest_failed() -> None:
+        step.ingest_errors += 1
+
+    def read_failed() -> None:
+        step.read_errors += 1
+
+    async def post(_: int) -> None:
+        body = msgspec.json.encode([next(ticks) for _ in range(BATCH)])
+        status, _body = await ingest.send(
+            request_bytes(platform.api, "POST", "/ingest/ticks", body, headers)
+        )
+        if status == 202:
+            step.acked_ticks += BATCH
+        else:
+            ingest_failed()
+
+    async def get(_: int) -> None:
+        status, body = await reads.send(read)
+        if status != 200 or b'"candles":[' not in body:
+            read_failed()
+
+    listening = asyncio.create_task(_follow(platform.api, symbols[0], stream))
+    started = time.perf_counter()
+    await asyncio.gather(
+        _open_loop(started, seconds, rate / BATCH, post, step.ack_ms, ingest_failed),
+        _open_loop(started, seconds, READS_PER_SECOND, get, step.read_ms, read_failed),
+    )
+    step.seconds = time.perf_counter() - started
+    listening.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await listening
+    step.connections = ingest.opened + reads.opened
+    ingest.close()
+    reads.close()
+    return step, stream
+
+
+async def _open_loop(
+    started: float,
+    seconds: float,
+    per_second: float,
+    action: Callable[[int], Awaitable[None]],
+    latencies: list[float],
+    failed: Callable[[], None],
+) -> None:
+    """Start `action(i)` at `started + i / per_second` for `seconds`, however long earlier ones
+    take; each latency (ms) counts from the scheduled start. Waits for every action to end."""
+
+    async def timed(i: int, scheduled: float) -> None:
+        try:
+            await action(i)
+        except (OSError, asyncio.IncompleteReadError):
+            failed()
+            return
+        latencies.append((time.perf_counter() - scheduled) * 1000)
+
+    running = set()
+    for i in itertools.count():
+        scheduled = started + i / per_second
+        if scheduled - started >= seconds:
+            break
+        await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
+        task = asyncio.create_task(timed(i, scheduled))
+        running.add(task)
+        task.add_done_callback(running.discard)
+    await asyncio.gather(*running)
+
+
+async def _follow(api: str, symbol: str, stream: dict[str, int]) -> None:
+    """Read `/stream` for one symbol until cancelled; a stream that ends early counts as dropped."""
+    parts = urlsplit(api)
+    while True:
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        try:
+            writer.write(request_bytes(api, "GET", f"/stream?symbols={symbol}"))
+            while line := await reader.readline():
+                if line.startswith(b"data:"):
+                    stream["events"] += 1
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+        stream["dropped"] += 1
+
+
+def _ticks(symbols: list[str]) -> Any:
+    """Ticks with identities of their own, at the time they are made (epoch ms)."""
+    rng = random.Random(42)
+    prices = {s: rng.uniform(50, 500) for s in symbols}
+    run = f"{time.time_ns():x}"
+    for n in itertools.count():
+        symbol = symbols[n % len(symbols)]
+        prices[symbol] *= 1 + rng.gauss(0, 0.0005)
+        yield {
+            "symbol": symbol,
+            "price": round(prices[symbol], 4),
+            "volume": 1 + n % 500,
+            "ts": time.time_ns() // 1_000_000,
+            "source": "CAPACITY",
+            "event_id": f"{run}-{n}",
+        }
+
+
+def _seed_a_day_of_minutes(url: str, symbols: list[str]) -> None:
+    """Six trades a minute for each symbol over the last day, with their candles: what the
+    reader's day of 1m bars is made of."""
+    now = datetime.now(UTC)
+    with connect(url) as conn:
+        conn.execute(
+            "INSERT INTO trades (source, event_id, seq, symbol, ts, price, volume, received_at,"
+            " batch_id)"
+            " SELECT 'SEED', s || '-' || i, -(i * 1000 + k), s,"
+            "   %(now)s - i * interval '10 seconds', 100 + random(), 1 + floor(random() * 100),"
+            "   now(), 0"
+            " FROM generate_series(1, 8640) i,"
+            "   unnest(%(symbols)s::text[]) WITH ORDINALITY AS u(s, k)",
+            {"now": now, "symbols": symbols},
+        )
+        conn.commit()
+        for day in {(now - timedelta(days=1)).date(), now.date()}:
+            recompute_day(conn, url, day)
+
+
+def _ack_to_materialized(
+    url: str, start: datetime, end: datetime, acked: int
+) -> dict[str, float | int | None]:
+    """Waits (up to SETTLE_TIMEOUT) until the step's trades are materialized; their lag."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    with connect(url, autocommit=True) as conn:
+        while True:
+            [(count, quantiles)] = conn.execute(
+                ACK_TO_MATERIALIZED, {"start": start, "end": end}
+            ).fetchall()
+            if count >= acked or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    p50, p99 = quantiles or (None, None)
+    return {
+        "trades": count,
+        "missing": max(0, acked - count),
+        "p50_s": round(p50, 2) if p50 is not None else None,
+        "p99_s": round(p99, 2) if p99 is not None else None,
+    }
+
+
+def _percentiles(milliseconds: list[float]) -> dict[str, float]:
+    if len(milliseconds) < 2:
+        return {}
+    q = statistics.quantiles(milliseconds, n=100, method="inclusive")
+    return {"count": len(milliseconds), "p50": round(q[49], 1), "p99": round(q[98], 1)}
