@@ -17,6 +17,7 @@ from pipelines.candles import announce, lock_candles
 
 DEFAULT_MAX_ROWS = 50_000
 NO_LIMIT = 2**63 - 1
+WORK_MEM = "64MB"  # a batch's sorts stay in memory
 
 
 @dataclass(frozen=True)
@@ -42,17 +43,23 @@ def promote_batch(
     the candles they touch, record the batch and announce the changed candles, atomically."""
     with conn.transaction():
         lock_candles(conn)
+        conn.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")
+        # The batch's last row: seq order is acceptance order, and the oldest rows go first.
+        [(last,)] = conn.execute(
+            "SELECT coalesce(max(seq), -1) FROM (SELECT seq FROM trade_inbox WHERE seq <= %s"
+            " ORDER BY seq LIMIT %s) batch",
+            (up_to_seq, max_rows),
+        ).fetchall()
         [(batch_id,)] = conn.execute(
             "INSERT INTO ingest_batches (started_at, inbox_rows, promoted, duplicates, run_id)"
             " VALUES (clock_timestamp(), 0, 0, 0, %s) RETURNING batch_id",
             (run_id,),
         ).fetchall()
         params = {
-            "max_rows": max_rows,
-            "up_to_seq": up_to_seq,
+            "up_to_seq": last,
             "batch_id": batch_id,
-            "intervals": list(INTERVALS),
-            "widths": list(INTERVALS.values()),
+            "intervals": [i for i in INTERVALS if i != "1m"],
+            "widths": [w for i, w in INTERVALS.items() if i != "1m"],
         }
         [(symbols, days, trades, *changed)] = conn.execute(
             query("promote_batch"), params

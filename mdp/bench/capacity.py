@@ -15,6 +15,7 @@ import itertools
 import random
 import statistics
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -53,24 +54,31 @@ class Step:
     ack_ms: list[float] = field(default_factory=list)
     read_ms: list[float] = field(default_factory=list)
     acked_ticks: int = 0
-    ingest_errors: int = 0
-    read_errors: int = 0
+    ingest_errors: Counter[str] = field(default_factory=Counter)
+    read_errors: Counter[str] = field(default_factory=Counter)
+    """What went wrong, by HTTP status or exception."""
     connections: int = 0
 
 
 class Connections:
     """Keep-alive HTTP/1.1 connections to the API, opened whenever none is idle: an open-loop
-    load never waits for a connection to come free."""
+    load never waits for a connection to come free. One idle for longer than the server keeps
+    it (uvicorn: 5 s) is not reused."""
+
+    MAX_IDLE_SECONDS = 2.0
 
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
         self.host, self.port = parts.hostname, parts.port
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.idle: list[tuple[float, asyncio.StreamReader, asyncio.StreamWriter]] = []
         self.opened = 0
 
     async def send(self, request: bytes) -> tuple[int, bytes]:
-        if self.idle:
-            reader, writer = self.idle.pop()
+        while self.idle:
+            since, reader, writer = self.idle.pop()
+            if time.monotonic() - since < self.MAX_IDLE_SECONDS:
+                break
+            writer.close()
         else:
             reader, writer = await asyncio.open_connection(self.host, self.port)
             self.opened += 1
@@ -79,11 +87,11 @@ class Connections:
         except BaseException:
             writer.close()
             raise
-        self.idle.append((reader, writer))
+        self.idle.append((time.monotonic(), reader, writer))
         return answer
 
     def close(self) -> None:
-        for _, writer in self.idle:
+        for _, _, writer in self.idle:
             writer.close()
         self.idle.clear()
 
@@ -128,8 +136,8 @@ def _run_step(
     acked_per_s = step.acked_ticks / step.seconds
     ack, read = _percentiles(step.ack_ms), _percentiles(step.read_ms)
     errors = {
-        "ingest": step.ingest_errors,
-        "reads": step.read_errors,
+        "ingest": step.ingest_errors.total(),
+        "reads": step.read_errors.total(),
         "stream_dropped": stream["dropped"],
         "not_materialized": materialized["missing"],
     }
@@ -147,6 +155,7 @@ def _run_step(
         "read_ms": read,
         "ack_to_materialized_s": {k: v for k, v in materialized.items() if k != "missing"},
         "errors": errors,
+        "error_reasons": {"ingest": dict(step.ingest_errors), "reads": dict(step.read_errors)},
         "stream_events": stream["events"],
         "connections": step.connections,
         "cpu_cores": cores,
@@ -176,11 +185,11 @@ async def _load(
         platform.api, "GET", f"/candles?symbol={symbols[0]}&interval=1m&limit=1441&{window}"
     )
 
-    def ingest_failed() -> None:
-        step.ingest_errors += 1
+    def ingest_failed(reason: str) -> None:
+        step.ingest_errors[reason] += 1
 
-    def read_failed() -> None:
-        step.read_errors += 1
+    def read_failed(reason: str) -> None:
+        step.read_errors[reason] += 1
 
     async def post(_: int) -> None:
         body = msgspec.json.encode([next(ticks) for _ in range(BATCH)])
@@ -190,12 +199,12 @@ async def _load(
         if status == 202:
             step.acked_ticks += BATCH
         else:
-            ingest_failed()
+            ingest_failed(f"HTTP {status}")
 
     async def get(_: int) -> None:
         status, body = await reads.send(read)
         if status != 200 or b'"candles":[' not in body:
-            read_failed()
+            read_failed(f"HTTP {status}")
 
     listening = asyncio.create_task(_follow(platform.api, symbols[0], stream))
     started = time.perf_counter()
@@ -219,7 +228,7 @@ async def _open_loop(
     per_second: float,
     action: Callable[[int], Awaitable[None]],
     latencies: list[float],
-    failed: Callable[[], None],
+    failed: Callable[[str], None],
 ) -> None:
     """Start `action(i)` at `started + i / per_second` for `seconds`, however long earlier ones
     take; each latency (ms) counts from the scheduled start. Waits for every action to end."""
@@ -227,8 +236,8 @@ async def _open_loop(
     async def timed(i: int, scheduled: float) -> None:
         try:
             await action(i)
-        except (OSError, asyncio.IncompleteReadError):
-            failed()
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            failed(type(exc).__name__)
             return
         latencies.append((time.perf_counter() - scheduled) * 1000)
 

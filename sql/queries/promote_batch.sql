@@ -3,8 +3,9 @@
 -- interval and record the batch. Returns one row: the trades promoted per (symbol, UTC day), and
 -- the candles written (to be announced to /stream), as arrays.
 --
--- Acceptance order is seq order; the first accepted (source, event_id) wins, whether its twin is in
--- this batch or was promoted long ago.
+-- The batch is every inbox row up to %(up_to_seq)s (the caller chose it); acceptance order is seq
+-- order, and the first accepted (source, event_id) wins, whether its twin is in this batch or was
+-- promoted long ago.
 --
 -- Merging is exact and costs what the batch costs, however full the bucket already is: promotion
 -- takes the inbox in seq order, so every trade of a batch comes after every trade already in a
@@ -13,35 +14,43 @@
 -- serves reads of pending trades (live_candles).
 WITH moved AS (
     DELETE FROM trade_inbox
-    WHERE seq IN (
-        SELECT seq FROM trade_inbox WHERE seq <= %(up_to_seq)s ORDER BY seq LIMIT %(max_rows)s
-    )
+    WHERE seq <= %(up_to_seq)s
     RETURNING seq, received_at, symbol, ts, price, volume, source, event_id
 ),
-firsts AS (
-    SELECT DISTINCT ON (source, event_id) *
-    FROM moved
-    ORDER BY source, event_id, seq
-),
 inserted AS (
+    -- Rows go in in acceptance order, so of two with one identity in this batch the first
+    -- accepted goes in and the later one is a conflict, like a twin promoted long ago.
     INSERT INTO trades (source, event_id, seq, symbol, ts, price, volume, received_at, batch_id)
     SELECT source, event_id, seq, symbol, ts, price, volume, received_at, %(batch_id)s
-    FROM firsts
+    FROM moved
+    ORDER BY seq
     ON CONFLICT (source, event_id) DO NOTHING
     RETURNING symbol, ts, seq, price, volume
 ),
-partials AS (
-    SELECT i.symbol, w."interval", date_bin(w.width, i.ts, 'epoch') AS bucket_start,
-           (array_agg(i.price ORDER BY i.ts, i.seq))[1] AS open,
-           max(i.price) AS high,
-           min(i.price) AS low,
-           (array_agg(i.price ORDER BY i.ts DESC, i.seq DESC))[1] AS close,
-           sum(i.volume) AS volume,
-           sum(i.price * i.volume) AS notional,
+minutes AS (
+    SELECT symbol, date_bin('1 minute', ts, 'epoch') AS bucket_start,
+           (array_agg(price ORDER BY ts, seq))[1] AS open,
+           max(price) AS high,
+           min(price) AS low,
+           (array_agg(price ORDER BY ts DESC, seq DESC))[1] AS close,
+           sum(volume) AS volume,
+           sum(price * volume) AS notional,
            count(*) AS trade_count,
-           min(i.ts) AS open_at,
-           max(i.ts) AS close_at
-    FROM inserted i
+           min(ts) AS open_at,
+           max(ts) AS close_at
+    FROM inserted
+    GROUP BY 1, 2
+),
+partials AS (  -- the batch's own candles: 1m from its trades, the coarser ones from those
+    SELECT symbol, '1m' AS "interval", bucket_start, open, high, low, close, volume, notional,
+           trade_count, open_at, close_at
+    FROM minutes
+    UNION ALL
+    SELECT m.symbol, w."interval", date_bin(w.width, m.bucket_start, 'epoch'),
+           (array_agg(m.open ORDER BY m.open_at))[1], max(m.high), min(m.low),
+           (array_agg(m.close ORDER BY m.close_at DESC))[1], sum(m.volume), sum(m.notional),
+           sum(m.trade_count), min(m.open_at), max(m.close_at)
+    FROM minutes m
     CROSS JOIN unnest(%(intervals)s::text[], %(widths)s::interval[]) AS w("interval", width)
     GROUP BY 1, 2, 3
 ),
