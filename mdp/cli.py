@@ -90,7 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--minutes", type=float, default=10.0, help="how long the soak runs (default: 10)"
     )
     bench.add_argument(
-        "--rate", type=float, default=1000.0, help="ticks/s the soak's feeder offers"
+        "--rate",
+        type=float,
+        default=1000.0,
+        help="ticks/s the feeder offers in the freshness and soak benchmarks",
     )
     bench.add_argument(
         "--steps",

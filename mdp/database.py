@@ -79,6 +79,16 @@ def create_database(admin_url: str, database: str) -> None:
             )
 
 
+def drop_database(admin_url: str, database: str) -> None:
+    """Drop `database` (if it exists) on the server behind `admin_url`, closing its sessions."""
+    with connect(admin_url, autocommit=True) as conn:
+        conn.execute(
+            psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                psycopg.sql.Identifier(database)
+            )
+        )
+
+
 def seed_symbols(url: str, symbols: list[str]) -> None:
     """Register `symbols` (from SYMBOLS); symbols already known are kept."""
     with connect(url) as conn:

@@ -38,10 +38,21 @@ from mdp.processes import free_port
 from mdp.settings import Settings
 
 STOP_GRACE_SECONDS = 8.0
+FIRST_STOPPED = ("feeder", "daemon")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DAGSTER_DATABASE = "dagster"
 EXIT_FAILED = 1
 EXIT_REFUSED = 2
+
+
+RUNS_IN_FLIGHT = """
+{ runsOrError(filter: {statuses: [QUEUED, NOT_STARTED, STARTING, STARTED]}) {
+    ... on Runs { results { runId } } } }
+"""
+TERMINATE_RUNS = """
+mutation ($runIds: [String!]!) {
+  terminateRuns(runIds: $runIds, terminatePolicy: SAFE_TERMINATE) { __typename } }
+"""
 
 
 class Refused(Exception):
@@ -219,17 +230,37 @@ class Platform:
                 self.stopping.set()
 
     def _stop_children(self) -> None:
-        for child in reversed(self.children):
-            _signal_group(child, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
-        for child in reversed(self.children):
-            try:
-                child.process.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.process.kill()
-                child.process.wait()
-            _signal_group(child, signal.SIGKILL)  # whatever it left behind in its group
-            _say(f"{child.name:<12} stopped")
+        """The feeder and the Dagster daemon first (nothing new is sent or launched), then the
+        runs in flight are canceled, then the rest, each child with its whole process group."""
+        first = [c for c in self.children if c.name in FIRST_STOPPED]
+        _stop(first)
+        if any(c.name == "dagster-ui" for c in self.children):
+            self._cancel_runs()
+        _stop([c for c in self.children if c.name not in FIRST_STOPPED])
+
+    def _cancel_runs(self) -> None:
+        """Ask Dagster to cancel the runs in flight (the drain run above all) before stopping it:
+        they end CANCELED, as stopped on purpose, not FAILED as if they had crashed."""
+        graphql = f"{self.dagster_url}/graphql"
+        try:
+            found = httpx.post(graphql, json={"query": RUNS_IN_FLIGHT}, timeout=5).json()
+            runs = [r["runId"] for r in found["data"]["runsOrError"]["results"]]
+            if not runs:
+                return
+            _say(f"dagster      canceling {len(runs)} run(s) in flight")
+            httpx.post(
+                graphql,
+                json={"query": TERMINATE_RUNS, "variables": {"runIds": runs}},
+                timeout=STOP_GRACE_SECONDS,
+            )
+            deadline = time.monotonic() + STOP_GRACE_SECONDS
+            while time.monotonic() < deadline:
+                found = httpx.post(graphql, json={"query": RUNS_IN_FLIGHT}, timeout=5).json()
+                if not found["data"]["runsOrError"]["results"]:
+                    return
+                time.sleep(0.25)
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            pass  # the webserver is not answering: stopping the processes ends the runs anyway
 
 
 def _platform_lock(data_dir: Path) -> IO[str]:
@@ -359,6 +390,21 @@ def _answers(url: str) -> bool:
         return httpx.get(url, timeout=1.0).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def _stop(children: list[Child]) -> None:
+    """SIGTERM to each child's process group, SIGKILL to what is left after the grace period."""
+    for child in reversed(children):
+        _signal_group(child, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for child in reversed(children):
+        try:
+            child.process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.process.kill()
+            child.process.wait()
+        _signal_group(child, signal.SIGKILL)  # whatever it left behind in its group
+        _say(f"{child.name:<12} stopped")
 
 
 def _signal_group(child: Child, sig: int) -> None:

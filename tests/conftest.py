@@ -19,6 +19,7 @@ from mdp.database import (
     connect,
     create_database,
     dagster_storage_url,
+    drop_database,
     prepare,
     with_database,
 )
@@ -62,14 +63,7 @@ def database_url(server_url: str) -> Iterator[str]:
     url = with_database(server_url, name)
     prepare(url, SYMBOLS)
     yield url
-    _drop_database(server_url, name)
-
-
-def _drop_database(server_url: str, name: str) -> None:
-    with connect(server_url, autocommit=True) as conn:
-        conn.execute(
-            psycopg.sql.SQL("DROP DATABASE {} WITH (FORCE)").format(psycopg.sql.Identifier(name))
-        )
+    drop_database(server_url, name)
 
 
 @pytest.fixture(scope="session")
@@ -87,7 +81,7 @@ def dagster_env(
         "DAGSTER_PG_URL": dagster_storage_url(with_database(server_url, name)),
         "DATABASE_URL": database_url,
     }
-    _drop_database(server_url, name)
+    drop_database(server_url, name)
 
 
 @pytest.fixture

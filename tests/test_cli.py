@@ -143,6 +143,16 @@ def _database_now(data_dir: Path) -> datetime:
     return now
 
 
+def _ended_runs(data_dir: Path) -> set[str]:
+    """The statuses of the Dagster runs that have ended."""
+    with connect(f"postgresql://postgres@/dagster?host={data_dir / 'postgres'}") as conn:
+        rows = conn.execute(
+            "SELECT DISTINCT status FROM runs"
+            " WHERE status NOT IN ('QUEUED', 'NOT_STARTED', 'STARTING', 'STARTED')"
+        ).fetchall()
+    return {status for (status,) in rows}
+
+
 def _promoted_since(data_dir: Path, moment: datetime) -> tuple[int, int]:
     """Trades accepted after `moment` that are now canonical, and candles refreshed since."""
     with connect(f"postgresql://postgres@/market?host={data_dir / 'postgres'}") as conn:
@@ -179,6 +189,8 @@ def test_up_runs_the_platform_on_the_embedded_default_and_carries_on_after_a_res
     up = _run_up(data_dir, port, dagster_port)  # the data folder persists across restarts
     try:
         _wait_ready(url, up)
+        # The first platform's runs were canceled on its way out, not failed.
+        assert _ended_runs(data_dir) <= {"SUCCESS", "CANCELED"}
         restarted = _database_now(data_dir)
         # The restarted feeder's ticks are new trades, not duplicates of the first run's.
         _wait_for(

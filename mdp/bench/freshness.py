@@ -1,12 +1,14 @@
-"""Freshness benchmark: the whole platform as `mdp up` runs it (defaults: feeder, sensor interval,
-Dagster daemon). While the feed runs, probe ticks for a symbol of their own measure ack → SSE
-event and ack → visible in /candles; afterwards the database tells ack → materialized candles."""
+"""Freshness benchmark: the whole platform as `mdp up` runs it (API, Dagster daemon and its drain
+runs) under the synthetic feeder at `--rate` ticks/s. While the feed runs, probe ticks for a
+symbol of their own measure ack → SSE event and ack → visible in /candles; afterwards the database
+tells ack → materialized candles."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import statistics
+import subprocess
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -16,6 +18,7 @@ import httpx
 
 from mdp.bench.up import running_platform
 from mdp.database import Connection, connect
+from mdp.processes import spawn_mdp, stop
 from mdp.settings import Settings
 
 PROBE = "PROBE"  # a symbol of the probes' own, so the feed does not blur what they measure
@@ -37,19 +40,32 @@ FROM (
 """
 
 
-def bench_freshness(url: str, settings: Settings, *, seconds: int, **_: Any) -> dict[str, Any]:
+def bench_freshness(
+    url: str, settings: Settings, *, seconds: int, rate: float, **_: Any
+) -> dict[str, Any]:
+    """`rate`: ticks/s the synthetic feeder offers meanwhile (4 sources, batches of 50)."""
     with connect(url) as conn:
         conn.execute("INSERT INTO symbols (symbol) VALUES (%s) ON CONFLICT DO NOTHING", (PROBE,))
-    with running_platform(url) as platform:
-        started = time.monotonic()
-        probes = _probe(platform.api, platform.credentials)
-        time.sleep(max(0.0, seconds - (time.monotonic() - started)))
+    with running_platform(url, feed=False) as platform:
+        user, password = platform.credentials
+        feed = ["feed", "--url", platform.api, "--rate", str(rate), "--sources", "4"]
+        feeder = spawn_mdp(
+            [*feed, "--batch-size", "50", "--duration", str(seconds)],
+            {"INGEST_USERNAME": user, "INGEST_PASSWORD": password},
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            started = time.monotonic()
+            probes = _probe(platform.api, platform.credentials)
+            time.sleep(max(0.0, seconds - (time.monotonic() - started)))
+        finally:
+            stop(feeder)
     with connect(url) as conn:
         lag = ack_to_materialized(conn)
     return {
         **probes,
         "measured_seconds": seconds,
-        "ingestion_interval_seconds": settings.ingestion_interval_seconds,
+        "feed_ticks_per_s": rate,
         **lag,
     }
 

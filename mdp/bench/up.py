@@ -16,7 +16,13 @@ from dataclasses import dataclass
 
 import psutil
 
-from mdp.database import connect, create_database, dagster_storage_url, with_database
+from mdp.database import (
+    connect,
+    create_database,
+    dagster_storage_url,
+    drop_database,
+    with_database,
+)
 from mdp.processes import free_port, spawn_mdp, stop, wait_until_live
 
 DAGSTER_DATABASE = "mdp_bench_dagster"
@@ -34,6 +40,7 @@ class Platform:
 def running_platform(url: str, *, feed: bool = True) -> Iterator[Platform]:
     """`mdp up` on emptied market tables and a Dagster instance database of its own; yields once
     the first micro-batch has run, and stops everything on the way out."""
+    drop_database(url, DAGSTER_DATABASE)  # each run's Dagster history of its own
     create_database(url, DAGSTER_DATABASE)
     dagster_database = with_database(url, DAGSTER_DATABASE)
     with connect(url) as conn:
