@@ -23,7 +23,7 @@ from pipelines.defs.candles import asset_name, daily_partitions
 from pipelines.defs.resources import MarketDatabase
 from pipelines.ingestion import DEFAULT_MAX_ROWS, PromotedBatch, beating, drain_continuously
 
-DRAIN_SECONDS = 240.0
+DRAIN_SECONDS = 480.0
 HANDOVER = timedelta(seconds=60)
 CANDLE_EVENTS_SECONDS = 10.0
 START_PATIENCE = timedelta(seconds=120)
