@@ -192,7 +192,8 @@ def recompute_day(
     conn: Connection, url: str, day: date, intervals: Sequence[str] = tuple(INTERVALS)
 ) -> list[DayCandles]:
     """Replace one UTC day of candles in `intervals`, atomically: 1m from the day's trades, the
-    coarser intervals rolled up from those in memory."""
+    coarser intervals rolled up from those in memory; the change log records the day as
+    replaced."""
     start, end = day_window(day)
     outcomes = []
     with conn.transaction():
@@ -207,6 +208,11 @@ def recompute_day(
             )
             write_candles(conn, interval, candles)
             outcomes.append(_outcome(day, interval, candles))
+        conn.execute(
+            "INSERT INTO candle_updates (symbol, \"interval\", bucket_start, whole_day)"
+            " SELECT '*', i, %s, true FROM unnest(%s::text[]) i",
+            (start, list(intervals)),
+        )
     return outcomes
 
 

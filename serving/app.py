@@ -12,6 +12,7 @@ from fastapi.staticfiles import StaticFiles
 
 from mdp.database import migration_ids
 from mdp.settings import Settings, get_settings
+from serving.candle_cache import CandleCache
 from serving.db import make_pool
 from serving.errors import DATABASE_UNAVAILABLE, install_error_handlers
 from serving.inbox import InboxWriter
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.inbox = InboxWriter(app.state.pool)
     app.state.symbols = SymbolRegistry(app.state.pool)
     app.state.stream = StreamHub(settings.database_url)
+    app.state.candle_cache = CandleCache(app.state.pool)
     app.state.expected_migrations = migration_ids()
     install_error_handlers(app)
     app.include_router(ingest.router)

@@ -11,7 +11,7 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 _basic = HTTPBasic(realm="ingest", auto_error=False)
 
 
-def require_ingest_credentials(
+async def require_ingest_credentials(
     request: Request, credentials: Annotated[HTTPBasicCredentials | None, Depends(_basic)]
 ) -> None:
     settings = request.app.state.settings
@@ -32,4 +32,6 @@ def require_ingest_credentials(
         )
 
 
+# Dependencies are coroutines: FastAPI would run a plain function in its thread pool, a thread hop
+# on every request.
 IngestAuth = Depends(require_ingest_credentials)

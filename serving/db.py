@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import time
+from typing import Annotated, Any
+from weakref import WeakKeyDictionary
 
 from fastapi import Depends, Request
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from mdp.database import libpq_url
+
+CHECK_EVERY_SECONDS = 1.0
+_last_checked: WeakKeyDictionary[AsyncConnection[Any], float] = WeakKeyDictionary()
+
+
+async def _check_now_and_then(conn: AsyncConnection[Any]) -> None:
+    """Check a connection handed out by the pool (a round trip) at most once a second: enough to
+    find the connections a database restart broke, without a round trip before every query."""
+    now = time.monotonic()
+    if now - _last_checked.get(conn, float("-inf")) >= CHECK_EVERY_SECONDS:
+        await AsyncConnectionPool.check_connection(conn)
+        _last_checked[conn] = now
 
 
 def make_pool(database_url: str) -> AsyncConnectionPool:
@@ -19,14 +34,14 @@ def make_pool(database_url: str) -> AsyncConnectionPool:
         max_size=8,
         timeout=3.0,
         reconnect_timeout=float("inf"),
-        check=AsyncConnectionPool.check_connection,
+        check=_check_now_and_then,
         kwargs={"autocommit": True, "connect_timeout": 3},
         open=False,
         name="market",
     )
 
 
-def _pool(request: Request) -> AsyncConnectionPool:
+async def _pool(request: Request) -> AsyncConnectionPool:  # a coroutine: no thread-pool hop
     pool: AsyncConnectionPool = request.app.state.pool
     return pool
 

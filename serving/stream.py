@@ -23,6 +23,8 @@ class StreamHub:
         self._url = libpq_url(database_url)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._listening = False
+        self._changes = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._listen(), name="stream-listener")
@@ -43,7 +45,14 @@ class StreamHub:
             async with asyncio.timeout(seconds):
                 await generation.wait()
 
+    @property
+    def changes(self) -> int | None:
+        """How many commits this process has heard of so far (None while it cannot hear them):
+        while the count stays the same, nothing committed since."""
+        return self._changes if self._listening else None
+
     def _notify(self) -> None:
+        self._changes += 1
         woken, self._wake = self._wake, asyncio.Event()
         woken.set()
 
@@ -54,9 +63,11 @@ class StreamHub:
                     self._url, autocommit=True, connect_timeout=3
                 ) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
+                    self._listening = True
                     self._notify()  # whatever committed while we were not listening
                     async for _ in conn.notifies():
                         self._notify()
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                self._listening = False
                 log.warning("stream listener lost the database (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(1.0)

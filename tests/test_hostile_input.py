@@ -4,6 +4,7 @@ for any trades (hypothesis); odd bodies and slow clients."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import socket
 import subprocess
@@ -54,7 +55,8 @@ def test_both_credential_parts_are_always_compared_in_constant_time(
     settings = Settings(ingest_username=USER, ingest_password=PASSWORD)  # type: ignore[arg-type]
     request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(settings=settings)))
     with pytest.raises(HTTPException) as refused:
-        require_ingest_credentials(request, HTTPBasicCredentials(username=user, password=password))  # type: ignore[arg-type]
+        given = HTTPBasicCredentials(username=user, password=password)
+        asyncio.run(require_ingest_credentials(request, given))  # type: ignore[arg-type]
     assert refused.value.status_code == 401
     assert compared == [(user.encode(), USER.encode()), (password.encode(), PASSWORD.encode())]
 

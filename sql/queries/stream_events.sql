@@ -25,7 +25,7 @@ SELECT 'candle', u.id, u.symbol, json_build_object(
            'vwap', c.vwap, 'trade_count', c.trade_count)::text
 FROM candle_updates u
 JOIN candles c USING (symbol, "interval", bucket_start)
-WHERE %(want_candles)s AND u.id > %(after_candle)s
+WHERE %(want_candles)s AND u.id > %(after_candle)s AND NOT u.whole_day
   AND (%(symbols)s::text[] IS NULL OR u.symbol = ANY(%(symbols)s::text[]))
 ORDER BY 1 DESC, 2
 LIMIT 2000

@@ -1,0 +1,352 @@
+"""Closed candles, encoded once: what `/candles` serves from memory.
+
+A bucket that has closed changes only when a micro-batch merges a late trade into it, an outside
+pipeline announces a change (`POST /internal/agg-update`) or its day is recomputed, and all three
+are written to the change log `candle_updates`. Each API process keeps the JSON of the closed
+candles it served, in blocks of 1,440 buckets per symbol and interval (a UTC day of 1m bars),
+follows the change log to drop the blocks that changed, and reads live only the open bucket. A
+read whose closed buckets have trades still pending in the inbox (late trades) is not served from
+here: those buckets are merged live. Memory is bounded; the least recently used blocks go first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+from prometheus_client import Counter
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from mdp.database import query
+from mdp.intervals import INTERVALS
+
+BUCKETS_PER_BLOCK = 1440
+MAX_BLOCKS_PER_READ = 8  # a longer range is read directly (a year of sparse 1m bars, say)
+MAX_STATES = 4096
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
+
+STATE = """
+SELECT coalesce((SELECT max(id) FROM candle_updates), 0),
+       (SELECT min(id) FROM candle_updates),
+       EXISTS (SELECT FROM trade_inbox
+               WHERE symbol = %(symbol)s AND ts >= %(start)s AND ts < %(closed_end)s)
+"""
+CLOSED_CANDLES = """
+SELECT (extract(epoch FROM bucket_start) * 1000000)::int8,
+       to_char(bucket_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+       open, high, low, close, volume, vwap, trade_count, true  -- closed, none pending: final
+FROM candles
+WHERE symbol = %s AND "interval" = %s AND bucket_start >= %s AND bucket_start < %s
+ORDER BY bucket_start
+"""
+CHANGES = """
+SELECT id, symbol, "interval",
+       CASE WHEN isfinite(bucket_start) THEN (extract(epoch FROM bucket_start) * 1000000)::int8 END,
+       whole_day
+FROM candle_updates WHERE id > %s AND id <= %s ORDER BY id
+"""
+
+
+READS = Counter(
+    "mdp_candle_cache_reads",
+    "/candles reads: served from cached blocks (hit), after reading a block (built), or read "
+    "directly (direct: late trades pending in the range, or a long range).",
+    ["outcome"],
+)
+
+
+class Candle(msgspec.Struct):
+    """One candle as `/candles` sends it (field order is the response's)."""
+
+    bucket_start: str
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    vwap: float
+    trade_count: int
+    is_final: bool
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+@dataclass(frozen=True)
+class _Window:
+    """A read's range in bucket terms, epoch µs: its first bucket, the end of its closed buckets
+    (the open bucket's start at the latest), and the blocks these lie in."""
+
+    width: int
+    open_start: int
+    first: int
+    closed_end: int
+
+    @classmethod
+    def of(cls, interval: str, start: datetime, end: datetime) -> _Window:
+        width = INTERVALS[interval] // MICROSECOND
+        open_start = _epoch_us(datetime.now(UTC)) // width * width
+        first = -(-_epoch_us(start) // width) * width  # the first bucket starting in range
+        closed_end = min(-(-_epoch_us(end) // width) * width, open_start)
+        return cls(width, open_start, first, closed_end)
+
+    @property
+    def span(self) -> int:
+        return self.width * BUCKETS_PER_BLOCK
+
+    @property
+    def blocks(self) -> range:
+        """The first buckets of the blocks holding the closed buckets of the range."""
+        if self.first >= self.closed_end:
+            return range(0)
+        span = self.span
+        return range(self.first // span * span, self.closed_end, span)
+
+
+@dataclass
+class Block:
+    """The closed candles of one symbol and interval with bucket_start in [first, until)."""
+
+    first: int  # epoch µs
+    until: int
+    seen: int  # the change-log id these candles are exact as of (or later)
+    starts: list[int]  # each candle's bucket_start, epoch µs, ascending
+    encoded: list[bytes]  # each candle's JSON
+    size: int
+
+
+@dataclass
+class Page:
+    candles: list[bytes]  # each candle's JSON
+    last_start: str | None  # the bucket_start of the last candle, when another page follows
+
+    def body(self, symbol: str, interval: str) -> bytes:
+        """The `/candles` response document, from the candles' JSON as it is."""
+        head = _encode({"symbol": symbol, "interval": interval})[:-1]
+        return b"".join(
+            (head, b',"candles":[', b",".join(self.candles), b'],"next_page_token":',
+             _encode(self.last_start), b"}")
+        )  # fmt: skip
+
+
+class CandleCache:
+    def __init__(self, pool: AsyncConnectionPool, max_bytes: int = 64 * 2**20) -> None:
+        self._pool = pool
+        self.max_bytes = max_bytes
+        self._blocks: OrderedDict[tuple[str, str, int], Block] = OrderedDict()
+        self._bytes = 0
+        self._seen = 0
+        self._lock = asyncio.Lock()
+        # The last state read per (symbol, first bucket, closed end), with the commit count then.
+        self._states: dict[tuple[str, int, int], tuple[int, tuple[int, int | None, bool]]] = {}
+
+    async def page(
+        self,
+        symbol: str,
+        interval: str,
+        start: datetime,
+        end: datetime,
+        limit: int,
+        changes: int | None = None,
+    ) -> Page | None:
+        """The candles of [start, end) like `sql/queries/candles_page.sql`, the closed ones from
+        memory; None when this range is better read directly (late trades pending in it, or
+        more blocks than a read should build). `changes` counts the commits this process heard
+        of (the stream hub's): while it stays the same, the state of the change log and of the
+        pending trades is as last read."""
+        window = _Window.of(interval, start, end)
+        if len(window.blocks) > MAX_BLOCKS_PER_READ:
+            READS.labels("direct").inc()
+            return None
+        async with _Connection(self._pool) as conn:
+            state = await self._state(conn, symbol, window, start, changes)
+            change_id, oldest, late = state
+            if late:
+                READS.labels("direct").inc()
+                return None
+            candles: list[bytes] = []
+            starts: list[int] = []
+            built = False
+            async with self._lock:
+                await self._follow(conn, change_id, oldest)
+                for first in window.blocks:
+                    until = min(first + window.span, window.open_start)
+                    block, fresh = await self._block(
+                        conn, symbol, interval, first, until, change_id
+                    )
+                    built |= fresh
+                    low = bisect.bisect_left(block.starts, window.first)
+                    high = bisect.bisect_left(block.starts, window.closed_end)
+                    candles += block.encoded[low:high]
+                    starts += block.starts[low:high]
+                    if len(candles) > limit:
+                        break
+            opened = _time(window.open_start)
+            if len(candles) <= limit and end > opened:
+                live = await self._live(conn, symbol, interval, max(start, opened), end, limit)
+                candles += [_encode(c) for c in live]
+                starts += [_epoch_us(datetime.fromisoformat(c.bucket_start)) for c in live]
+        READS.labels("built" if built else "hit").inc()
+        more = len(candles) > limit
+        last = _time(starts[limit - 1]).strftime("%Y-%m-%dT%H:%M:%SZ") if more else None
+        return Page(candles[:limit], last)
+
+    async def _state(
+        self,
+        conn: _Connection,
+        symbol: str,
+        window: _Window,
+        start: datetime,
+        changes: int | None,
+    ) -> tuple[int, int | None, bool]:
+        """The change log's newest and oldest ids, and whether trades are pending in the closed
+        buckets: read, unless no commit was heard of since the last read of the same."""
+        key = (symbol, window.first, window.closed_end)
+        known = self._states.get(key)
+        if changes is not None and known is not None and known[0] == changes:
+            return known[1]
+        params = {"symbol": symbol, "start": start, "closed_end": _time(window.closed_end)}
+        [(change_id, oldest, late)] = await (await (await conn()).execute(STATE, params)).fetchall()
+        if changes is not None:
+            if len(self._states) >= MAX_STATES:
+                self._states.clear()
+            self._states[key] = (changes, (change_id, oldest, late))
+        return change_id, oldest, late
+
+    async def _block(
+        self,
+        conn: _Connection,
+        symbol: str,
+        interval: str,
+        first: int,
+        until: int,
+        change_id: int,
+    ) -> tuple[Block, bool]:
+        """The block starting at `first`, read anew (True) unless it is cached up to `until`."""
+        key = (symbol, interval, first)
+        block = self._blocks.get(key)
+        if block is not None and block.until >= until:
+            self._blocks.move_to_end(key)
+            return block, False
+        rows = await (
+            await (await conn()).execute(
+                CLOSED_CANDLES, (symbol, interval, _time(first), _time(until))
+            )
+        ).fetchall()
+        encoded = [_encode(Candle(*row[1:])) for row in rows]
+        fresh = Block(
+            first, until, change_id, [r[0] for r in rows], encoded, sum(map(len, encoded))
+        )
+        self._store(key, fresh)
+        return fresh, True
+
+    def _store(self, key: tuple[str, str, int], block: Block) -> None:
+        if (old := self._blocks.pop(key, None)) is not None:
+            self._bytes -= old.size
+        self._blocks[key] = block
+        self._bytes += block.size
+        while self._bytes > self.max_bytes and len(self._blocks) > 1:
+            _, evicted = self._blocks.popitem(last=False)
+            self._bytes -= evicted.size
+
+    async def _follow(self, conn: _Connection, change_id: int, oldest: int | None) -> None:
+        """Drop the blocks the change log says changed, up to `change_id`."""
+        if change_id == self._seen:
+            return
+        if change_id < self._seen or (oldest is not None and oldest > self._seen + 1):
+            self._clear()  # the log was reset, or changes we never saw were pruned from it
+        else:
+            changes = await (
+                await (await conn()).execute(CHANGES, (self._seen, change_id))
+            ).fetchall()
+            for change, symbol, interval, bucket, whole_day in changes:
+                for key in list(self._touched(symbol, interval, bucket, whole_day)):
+                    block = self._blocks[key]
+                    if change > block.seen:
+                        del self._blocks[key]
+                        self._bytes -= block.size
+        self._seen = change_id
+
+    def _touched(
+        self, symbol: str, interval: str, bucket: int | None, whole_day: bool
+    ) -> Iterator[tuple[str, str, int]]:
+        """The blocks a change-log row covers: one bucket, a day of every symbol, or all."""
+        if interval == "*" or bucket is None:  # candles emptied
+            yield from self._blocks
+            return
+        span = INTERVALS[interval] // MICROSECOND * BUCKETS_PER_BLOCK
+        if not whole_day:
+            key = (symbol, interval, bucket // span * span)
+            block = self._blocks.get(key)
+            if block is not None and bucket < block.until:
+                yield key
+            return
+        day_end = bucket + INTERVALS["1d"] // MICROSECOND
+        for key, block in self._blocks.items():
+            if key[1] == interval and block.first < day_end and bucket < block.until:
+                yield key
+
+    def _clear(self) -> None:
+        self._blocks.clear()
+        self._bytes = 0
+
+    async def _live(
+        self,
+        conn: _Connection,
+        symbol: str,
+        interval: str,
+        start: datetime,
+        end: datetime,
+        limit: int,
+    ) -> list[Candle]:
+        params = {
+            "symbol": symbol,
+            "interval": interval,
+            "width": INTERVALS[interval],
+            "start": start,
+            "end": end,
+            "limit": limit,
+        }
+        rows = await (await (await conn()).execute(query("candles_page"), params)).fetchall()
+        return [Candle(*row) for row in rows]
+
+
+class _Connection:
+    """A connection of the pool, taken at its first use (a read served from memory takes none)
+    and given back at the end of the read."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self._pool = pool
+        self._taken = AsyncExitStack()
+        self._conn: AsyncConnection[Any] | None = None
+
+    async def __call__(self) -> AsyncConnection[Any]:
+        if self._conn is None:
+            conn: AsyncConnection[Any] = await self._taken.enter_async_context(
+                self._pool.connection()
+            )
+            self._conn = conn
+        return self._conn
+
+    async def __aenter__(self) -> _Connection:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._taken.aclose()
+
+
+def _epoch_us(moment: datetime) -> int:
+    return (moment - EPOCH) // MICROSECOND
+
+
+def _time(epoch_us: int) -> datetime:
+    return EPOCH + timedelta(microseconds=epoch_us)

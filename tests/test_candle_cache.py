@@ -1,0 +1,114 @@
+"""`/candles` serves closed buckets from each API process's memory: it must say exactly what the
+tables say, whatever changed them since (a late trade, a recomputed day, an announced change),
+and page the same as a direct read."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families as parse_prometheus
+
+from mdp.database import Connection
+from pipelines.candles import recompute_day
+from pipelines.ingestion import drain_inbox
+from tests.test_candles import send
+from tests.test_ingest_api import tick
+from tests.test_market_api import all_candles
+
+DAY = date(2026, 11, 20)
+WINDOW = {
+    "symbol": "AAPL",
+    "interval": "1m",
+    "start": f"{DAY}T00:00:00Z",
+    "end": f"{DAY}T23:59:59Z",
+}
+
+
+def a_morning(client: httpx.Client, db: Connection) -> None:
+    """Trades in 300 minutes of DAY, promoted."""
+    send(client, [tick(i, ts=f"{DAY}T{9 + i // 60:02}:{i % 60:02}:30Z", price=100.0 + i % 7)
+                  for i in range(300)])  # fmt: skip
+    drain_inbox(db)
+
+
+def stored(db: Connection) -> list[tuple[Any, ...]]:
+    rows = db.execute(
+        "SELECT to_char(bucket_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
+        " open, high, low, close, volume, vwap, trade_count FROM candles"
+        " WHERE symbol = 'AAPL' AND \"interval\" = '1m' ORDER BY bucket_start"
+    ).fetchall()
+    return [tuple(row) for row in rows]
+
+
+def served(client: httpx.Client, **params: Any) -> list[tuple[Any, ...]]:
+    fields = ("bucket_start", "open", "high", "low", "close", "volume", "vwap", "trade_count")
+    return [tuple(c[f] for f in fields) for c in all_candles(client, **{**WINDOW, **params})]
+
+
+def cache_reads(client: httpx.Client) -> dict[str, float]:
+    text = client.get("/metrics", headers={"Accept": "text/plain"}).text
+    return {
+        sample.labels["outcome"]: sample.value
+        for family in parse_prometheus(text)
+        if family.name == "mdp_candle_cache_reads"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+
+
+def test_closed_buckets_are_served_from_memory_and_equal_the_table(
+    client: httpx.Client, db: Connection
+) -> None:
+    a_morning(client, db)
+    before = cache_reads(client)
+    assert served(client) == stored(db)
+    assert served(client) == stored(db)
+    assert served(client, limit=7) == stored(db)  # pages of 7, by next_page_token
+    after = cache_reads(client)
+    assert after.get("hit", 0) > before.get("hit", 0)
+    assert all(c["is_final"] for c in all_candles(client, **WINDOW))
+
+
+def test_a_late_trade_into_a_cached_bucket_is_served_pending_then_final(
+    client: httpx.Client, db: Connection
+) -> None:
+    a_morning(client, db)
+    assert served(client) == stored(db)  # cached now
+    send(client, [tick(999, ts=f"{DAY}T10:02:45Z", price=500.0)])  # late: a new high at 10:02
+    pending = {c["bucket_start"]: c for c in all_candles(client, **WINDOW)}
+    late = pending[f"{DAY}T10:02:00Z"]
+    assert (late["high"], late["trade_count"], late["is_final"]) == (500.0, 2, False)
+
+    drain_inbox(db)
+    promoted = {c["bucket_start"]: c for c in all_candles(client, **WINDOW)}
+    late = promoted[f"{DAY}T10:02:00Z"]
+    assert (late["high"], late["trade_count"], late["is_final"]) == (500.0, 2, True)
+    assert served(client) == stored(db)
+
+
+def test_a_recomputed_day_replaces_what_was_cached(
+    client: httpx.Client, db: Connection, database_url: str
+) -> None:
+    a_morning(client, db)
+    assert served(client) == stored(db)  # cached now
+    db.execute("DELETE FROM trades WHERE event_id = 'e-62'")  # a correction: 10:02 loses its trade
+    recompute_day(db, database_url, DAY)
+    assert f"{DAY}T10:02:00Z" not in {row[0] for row in served(client)}
+    assert served(client) == stored(db)
+
+
+def test_an_announced_change_reaches_the_cache(client: httpx.Client, db: Connection) -> None:
+    a_morning(client, db)
+    assert served(client) == stored(db)  # cached now
+    db.execute(
+        "UPDATE candles SET close = 1 WHERE symbol = 'AAPL' AND \"interval\" = '1m'"
+        " AND bucket_start = %s",
+        (f"{DAY}T11:00:00Z",),
+    )
+    change = {"candles": [{"symbol": "AAPL", "interval": "1m", "bucket_start": f"{DAY}T11:00:00Z"}]}
+    assert client.post("/internal/agg-update", json=change).status_code == 202
+    by_start = {row[0]: row for row in served(client)}
+    assert by_start[f"{DAY}T11:00:00Z"][4] == 1
+    assert served(client) == stored(db)
