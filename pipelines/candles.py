@@ -62,6 +62,9 @@ CANDLE_SCHEMA = pl.Schema(
 )
 
 
+UTC_CSV_TIME = "%Y-%m-%d %H:%M:%S%.6f+00"  # naive UTC datetimes as PostgreSQL reads them
+
+
 def width_us(interval: str) -> int:
     return INTERVALS[interval] // timedelta(microseconds=1)
 
@@ -157,19 +160,20 @@ def read_day_trades(url: str, day: date) -> pl.DataFrame:
     return frame.with_columns(pl.col("ts").dt.epoch("us"))
 
 
-def write_candles(conn: Connection, interval: str, candles: pl.DataFrame) -> int:
-    """Upsert `candles` of one interval through a staging table filled by COPY; returns the rows
-    written."""
+def insert_candles(conn: Connection, interval: str, candles: pl.DataFrame) -> int:
+    """COPY `candles` of one interval into `candles` (their buckets must be free: the caller
+    deleted them in the same transaction); returns the rows written."""
     if candles.is_empty():
         return 0
-    conn.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS candles_stage (symbol text, bucket_us int8,"
-        " open float8, high float8, low float8, close float8, volume float8, vwap float8,"
-        " trade_count int8, open_us int8, close_us int8) ON COMMIT DELETE ROWS"
+    times = ("bucket_start", "open_at", "close_at")
+    rows = candles.select(
+        "symbol",
+        pl.lit(interval).alias("interval"),
+        *(pl.from_epoch(c, "us") if c in times else pl.col(c) for c in CANDLE_COLUMNS[1:]),
     )
-    with conn.cursor().copy("COPY candles_stage FROM STDIN (FORMAT csv)") as copy:
-        copy.write(candles.select(CANDLE_COLUMNS).write_csv(include_header=False))
-    conn.execute(query("upsert_candles"), {"interval": interval})
+    columns = ", ".join(f'"{c}"' for c in rows.columns)
+    with conn.cursor().copy(f"COPY candles ({columns}) FROM STDIN (FORMAT csv)") as copy:
+        copy.write(rows.write_csv(include_header=False, datetime_format=UTC_CSV_TIME))
     return candles.height
 
 
@@ -206,10 +210,10 @@ def recompute_day(
                 " AND bucket_start >= %s AND bucket_start < %s",
                 (interval, start, end),
             )
-            write_candles(conn, interval, candles)
+            insert_candles(conn, interval, candles)
             outcomes.append(_outcome(day, interval, candles))
         conn.execute(
-            "INSERT INTO candle_updates (symbol, \"interval\", bucket_start, whole_day)"
+            'INSERT INTO candle_updates (symbol, "interval", bucket_start, whole_day)'
             " SELECT '*', i, %s, true FROM unnest(%s::text[]) i",
             (start, list(intervals)),
         )

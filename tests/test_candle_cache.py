@@ -8,6 +8,7 @@ from datetime import date
 from typing import Any
 
 import httpx
+import polars as pl
 from prometheus_client.parser import text_string_to_metric_families as parse_prometheus
 
 from mdp.database import Connection
@@ -112,3 +113,29 @@ def test_an_announced_change_reaches_the_cache(client: httpx.Client, db: Connect
     by_start = {row[0]: row for row in served(client)}
     assert by_start[f"{DAY}T11:00:00Z"][4] == 1
     assert served(client) == stored(db)
+
+
+def test_bulk_readers_get_the_same_candles_as_an_arrow_stream(
+    client: httpx.Client, db: Connection
+) -> None:
+    a_morning(client, db)
+    arrow = {"Accept": "application/vnd.apache.arrow.stream"}
+    response = client.get("/candles", params={**WINDOW, "limit": 200}, headers=arrow)
+    assert response.headers["content-type"] == "application/vnd.apache.arrow.stream"
+    first = pl.read_ipc_stream(response.content)
+    rest = pl.read_ipc_stream(
+        client.get(
+            "/candles",
+            params={**WINDOW, "page_token": response.headers["Next-Page-Token"]},
+            headers=arrow,
+        ).content
+    )
+    frame = pl.concat([first, rest])
+    assert frame.schema["bucket_start"] == pl.Datetime("us", "UTC")
+    as_json = [
+        (c["bucket_start"], c["open"], c["high"], c["low"], c["close"], c["volume"], c["vwap"],
+         c["trade_count"], c["is_final"])
+        for c in all_candles(client, **WINDOW)
+    ]  # fmt: skip
+    as_arrow = [(row[0].strftime("%Y-%m-%dT%H:%M:%SZ"), *row[1:]) for row in frame.iter_rows()]
+    assert as_arrow == as_json

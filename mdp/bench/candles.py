@@ -43,6 +43,32 @@ def _materialize_all(url: str) -> None:
         recompute_day(conn, url, DAY)
 
 
+def _dagster_step(url: str) -> tuple[float, float]:
+    """Seconds of the `candles` step materializing DAY in a real Dagster run (in process, on an
+    ephemeral instance), and of the whole run."""
+    import dagster as dg
+
+    from pipelines.defs.candles import candles
+    from pipelines.defs.resources import MarketDatabase
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        started = time.perf_counter()
+        result = dg.materialize(
+            [candles],
+            instance=instance,
+            partition_key=DAY.isoformat(),
+            resources={"market_db": MarketDatabase(url=url)},
+        )
+        run = time.perf_counter() - started
+        assert result.success
+        moments = {
+            entry.dagster_event.event_type_value: entry.timestamp
+            for entry in instance.all_logs(result.run_id)
+            if entry.dagster_event is not None
+        }
+    return moments["STEP_SUCCESS"] - moments["STEP_START"], run
+
+
 def _sql_candles(url: str) -> None:
     start, end = day_window(DAY)
     with connect(url) as conn:
@@ -78,6 +104,8 @@ def bench_candles(url: str, settings: Settings, *, trades: int, **_: Any) -> dic
     seed_day(url, trades, symbols)
     read = best_of(ROUNDS, lambda: read_day_trades(url, DAY))
     materialize = best_of(ROUNDS, lambda: _materialize_all(url))
+    steps = [_dagster_step(url) for _ in range(ROUNDS)]
+    step, run = min(steps)
     sql = best_of(ROUNDS, lambda: _sql_candles(url))
     micro = [_micro_batch(url, symbols, r) for r in range(ROUNDS)]
     with connect(url) as conn:
@@ -90,6 +118,10 @@ def bench_candles(url: str, settings: Settings, *, trades: int, **_: Any) -> dic
         "read_day_into_polars_s": round(read, 3),
         "materialize_all_intervals_s": round(materialize, 3),
         "ratio_materialize_vs_read": round(materialize / read, 2),
+        "dagster_step_s": round(step, 3),
+        "ratio_dagster_step_vs_read": round(step / read, 2),
+        "dagster_step_overhead_s": round(step - materialize, 3),
+        "dagster_run_s": round(run, 3),
         "postgres_sql_all_intervals_s": round(sql, 3),
         "speedup_vs_postgres_sql": round(sql / materialize, 2),
         "micro_batch_trades": MICRO_BATCH,
@@ -97,5 +129,7 @@ def bench_candles(url: str, settings: Settings, *, trades: int, **_: Any) -> dic
             "median": round(statistics.median(micro) * 1000, 1),
             "max": round(max(micro) * 1000, 1),
         },
-        "note": "best of 3 for the day-level timings; micro-batch = promote + refresh candles",
+        "note": "best of 3 for the day-level timings; the Dagster step is the `candles` step of a "
+        "real in-process run (STEP_START to STEP_SUCCESS), its overhead what it adds to the "
+        "computation (resources, metadata, events); micro-batch = promote + merge into candles",
     }
