@@ -33,6 +33,8 @@ MAX_BLOCKS_PER_READ = 8  # a longer range is read directly (a year of sparse 1m 
 MAX_STATES = 4096
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
+# Blocks are aligned to the epoch; one reaching before the year 1 is read directly.
+FIRST_BLOCK_START = (datetime.min.replace(tzinfo=UTC) - EPOCH) // MICROSECOND
 
 STATE = """
 SELECT coalesce((SELECT max(id) FROM candle_updates), 0),
@@ -164,7 +166,8 @@ class CandleCache:
         of (the stream hub's): while it stays the same, the state of the change log and of the
         pending trades is as last read."""
         window = _Window.of(interval, start, end)
-        if len(window.blocks) > MAX_BLOCKS_PER_READ:
+        blocks = window.blocks
+        if len(blocks) > MAX_BLOCKS_PER_READ or (blocks and blocks[0] < FIRST_BLOCK_START):
             READS.labels("direct").inc()
             return None
         async with _Connection(self._pool) as conn:
@@ -178,7 +181,7 @@ class CandleCache:
             built = False
             async with self._lock:
                 await self._follow(conn, change_id, oldest)
-                for first in window.blocks:
+                for first in blocks:
                     until = min(first + window.span, window.open_start)
                     block, fresh = await self._block(
                         conn, symbol, interval, first, until, change_id

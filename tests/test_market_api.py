@@ -166,6 +166,7 @@ def test_bad_candle_requests_get_a_clear_4xx(
     "params",
     [
         {"end": "0001-01-01T00:30:00Z"},  # a day before it is before the year 1
+        {"end": "0001-01-01T00:00:19Z", "interval": "1d"},  # its cache block: before the year 1
         {"start": "9999-12-31T00:00:00Z", "end": "9999-12-31T23:59:59Z"},
         {"page_token": "9999-12-31T23:59:00Z"},
     ],
