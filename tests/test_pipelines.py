@@ -67,6 +67,7 @@ def test_the_code_location_loads_with_the_contracted_names(dagster_env: dict[str
         "finalize_yesterday_schedule",
         "candle_checks_schedule",
         "prune_run_history_schedule",
+        "lake_today_schedule",
     )
     for name in schedules:
         schedule = loaded.resolve_schedule_def(name)
@@ -250,6 +251,22 @@ def test_pruning_keeps_dagster_history_bounded(
     assert [r.run_id for r in instance.get_runs()] == [backfill.run_id]
     assert prune_runs(instance, now + timedelta(days=91)) == 1
     assert instance.get_runs() == []
+
+
+def test_the_lake_refreshes_today_every_five_minutes(market_env: str) -> None:
+    loaded = defs()
+    schedule = loaded.resolve_schedule_def("lake_today_schedule")
+    assert schedule.cron_schedule == "*/5 * * * *"
+    context = dg.build_schedule_context(
+        scheduled_execution_time=datetime(2026, 3, 2, 14, 35, tzinfo=UTC),
+        repository_def=loaded.get_repository_def(),
+    )
+    [request] = schedule.evaluate_tick(context).run_requests or []
+    assert (request.partition_key, request.tags["lake"]) == ("2026-03-02", "today")
+    [lake] = [
+        s for s in loaded.resolve_all_asset_specs() if s.key.to_user_string() == "candles_lake"
+    ]
+    assert lake.freshness_policy is not None
 
 
 def test_finalization_after_midnight_targets_yesterday(market_env: str) -> None:

@@ -2,7 +2,7 @@
 nightly finalization (same job) and every partition run of the candles (`candles_lake_sensor`)."""
 
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import UTC, date, timedelta
 
 import dagster as dg
 
@@ -19,8 +19,12 @@ from pipelines.lake import export_day, refresh_database_file
     deps=["candles_1m", "candles_5m", "candles_15m", "candles_1h", "candles_1d"],
     group_name="lake",
     kinds={"parquet", "duckdb"},
+    freshness_policy=dg.FreshnessPolicy.time_window(
+        fail_window=timedelta(minutes=15), warn_window=timedelta(minutes=7)
+    ),
     description="Candles of every interval and canonical trades per UTC day, as hive-partitioned "
-    "Parquet under LAKE_DIR, with views in LAKE_DIR/lake.duckdb.",
+    "Parquet under LAKE_DIR, with views in LAKE_DIR/lake.duckdb. Today is refreshed every 5 "
+    "minutes.",
 )
 def candles_lake(
     context: dg.AssetExecutionContext, market_db: MarketDatabase
@@ -46,6 +50,25 @@ candles_lake_job = dg.define_asset_job(
 
 
 INGEST_JOB = ingest_trades_job.name  # its micro-batches' days are exported when finalized
+
+
+LAKE_TODAY_TAG = {"lake": "today"}
+
+
+@dg.schedule(
+    job=candles_lake_job,
+    cron_schedule="*/5 * * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Every 5 minutes: export today so far, so analysts see the day while it trades "
+    "(micro-batches go on meanwhile: the export only reads).",
+)
+def lake_today_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    moment = context.scheduled_execution_time.astimezone(UTC)
+    return dg.RunRequest(
+        run_key=f"today-{moment:%Y%m%dT%H%M}", partition_key=moment.date().isoformat(),
+        tags=LAKE_TODAY_TAG,
+    )  # fmt: skip
 
 
 def _ranges(days: list[date]) -> Iterator[tuple[date, date]]:

@@ -42,6 +42,14 @@ def prune_runs(instance: dg.DagsterInstance, now: datetime) -> int:
         dg.RunsFilter(job_name=name, statuses=FINISHED, updated_before=now - FREQUENT_RUN_RETENTION)
         for name in frequent
     ]
+    rules.append(  # today's lake refreshes
+        dg.RunsFilter(
+            job_name="candles_lake_job",
+            tags={"lake": "today"},
+            statuses=FINISHED,
+            updated_before=now - FREQUENT_RUN_RETENTION,
+        )
+    )
     rules.append(dg.RunsFilter(statuses=FINISHED, updated_before=now - RUN_RETENTION))
     deleted = 0
     for rule in rules:
