@@ -12,7 +12,9 @@ import signal
 import sys
 import tempfile
 from collections.abc import Sequence
+from datetime import date
 
+from mdp.intervals import CANDLE_ASSETS
 from mdp.settings import get_settings
 
 SUITES = ["ingest", "candles", "serve", "freshness", "capacity", "lake", "soak"]
@@ -41,6 +43,18 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--dagster-port", type=int, default=3000, help="Dagster UI port")
     up.add_argument("--no-feed", action="store_true", help="do not start the synthetic feeder")
     up.set_defaults(run=_up)
+
+    backfill = commands.add_parser(
+        "backfill", help="recompute the candle partitions of a range of days as one backfill"
+    )
+    backfill.add_argument("start", type=date.fromisoformat, help="first day, YYYY-MM-DD")
+    backfill.add_argument("end", type=date.fromisoformat, help="last day, YYYY-MM-DD (included)")
+    backfill.add_argument(
+        "--select",
+        default=",".join(CANDLE_ASSETS),
+        help="comma-separated assets (default: every candle interval; candles_lake too if asked)",
+    )
+    backfill.set_defaults(run=_backfill)
 
     db = commands.add_parser("db", help="database administration")
     db_commands = db.add_subparsers(required=True, metavar="COMMAND")
@@ -107,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.set_defaults(run=_bench)
     return parser
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    from mdp.backfill import run_backfill
+
+    select = [a.strip() for a in args.select.split(",") if a.strip()]
+    return run_backfill(get_settings(), args.start, args.end, select)
 
 
 def _migrate(_: argparse.Namespace) -> int:

@@ -9,3 +9,11 @@ INTERVALS: dict[str, timedelta] = {
     "1h": timedelta(hours=1),
     "1d": timedelta(days=1),
 }
+
+
+def candle_asset(interval: str) -> str:
+    """The Dagster asset key of one interval's candles."""
+    return f"candles_{interval}"
+
+
+CANDLE_ASSETS = [candle_asset(interval) for interval in INTERVALS]

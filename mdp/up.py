@@ -22,11 +22,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import IO
+from typing import IO, Any
 
 import httpx
 import psutil
@@ -69,137 +70,156 @@ def run_platform(settings: Settings, *, host: str, port: int, dagster_port: int,
     """Run the platform until a signal stops it or a child fails; the exit status."""
     api_url, dagster_url = f"http://{host}:{port}", f"http://{host}:{dagster_port}"
     try:
-        lock = _platform_lock(settings.data_dir)
+        lock = platform_lock(settings.data_dir)
         with lock:
             _check_ports(host, {"--port": port, "--dagster-port": dagster_port})
-            _describe(lock, api_url=api_url, dagster_url=dagster_url)
-            return Platform(settings, host, api_url, dagster_url, lock).run(feed=feed)
+            describe(lock, dashboard=f"{api_url}/dashboard", dagster_url=dagster_url)
+            platform = Platform(settings, lock, host, dagster_url, api_url)
+            try:
+                if platform.start(feed=feed):
+                    platform.say(
+                        "ready; Ctrl-C stops everything, and so does closing this terminal"
+                    )
+                    platform.supervise()
+            finally:
+                status = platform.stop()
+            return status
     except Refused as exc:
         print(f"mdp up: refusing to start: {exc}", file=sys.stderr, flush=True)
         return EXIT_REFUSED
 
 
 class Platform:
+    """The platform's processes on its database: the API (unless `api_url` is None: Dagster
+    alone, for a command that needs it), the Dagster code server, daemon and webserver, the feeder
+    when asked. `start`, then `supervise` until a signal or a child's failure, then `stop`."""
+
     def __init__(
-        self, settings: Settings, host: str, api_url: str, dagster_url: str, lock: IO[str]
+        self,
+        settings: Settings,
+        lock: IO[str],
+        host: str,
+        dagster_url: str,
+        api_url: str | None = None,
+        name: str = "mdp up",
     ) -> None:
         self.settings = settings
         self.host = host
         self.api_url = api_url
         self.dagster_url = dagster_url
-        self.lock = lock
+        self.name = name
         self.children: list[Child] = []
         self.stopping = threading.Event()
         self.failure: str | None = None
+        self.embedded: EmbeddedPostgres | None = None
         self.guard = Guard(keep_fds=[lock.fileno()])  # first: from here on nothing is orphaned
 
-    def run(self, *, feed: bool) -> int:
+    def say(self, message: str) -> None:
+        with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
+            print(f"{self.name}  {message}", flush=True)
+
+    def start(self, *, feed: bool = False) -> bool:
+        """Start everything; True once it all answers, False if stopped or failed meanwhile."""
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
-        embedded: EmbeddedPostgres | None = None
-        try:
-            env = dict(os.environ)
-            if self.settings.database_url:
-                database_url = self.settings.database_url
-                _say(f"database     {_redact(database_url)} (DATABASE_URL)")
-            else:
-                embedded = EmbeddedPostgres(self.settings.data_dir / "postgres")
-                self.guard.watch_postgres(embedded.data_dir)
-                embedded.start()
-                database_url = embedded.database("market")
-                _say(f"database     embedded PostgreSQL in {embedded.data_dir}")
-            env["DATABASE_URL"] = database_url
-            applied = prepare(database_url, self.settings.symbol_list)
-            _say(f"migrations   {len(applied)} applied, schema up to date")
-            env.update(self._credentials())
-            env["API_URL"] = self.api_url
-            env["MDP_DAGSTER_URL"] = self.dagster_url  # the dashboard links to it
-            env.update(self._dagster_instance(database_url, embedded))
-            logs = self.settings.data_dir.resolve() / "logs"
-            logs.mkdir(parents=True, exist_ok=True)
-            _say(f"dagster home {env['DAGSTER_HOME']} (logs in {logs})")
-
-            port = self.api_url.rsplit(":", 1)[1]
-            dagster_port = self.dagster_url.rsplit(":", 1)[1]
-            # One code server for the daemon and the webserver: left to themselves, each starts
-            # its own, and the daemon replaces its own every minute (seconds of CPU each time).
-            code_port = free_port()
-            workspace = _workspace(Path(env["DAGSTER_HOME"]), code_port)
-            code_server = [
-                "dagster", "api", "grpc", "-m", "pipelines.definitions",
-                "--location-name", "pipelines.definitions", "-h", "127.0.0.1", "-p", str(code_port),
-            ]  # fmt: skip
-            self._start("api", _mdp("serve", "--host", self.host, "--port", port), env)
-            self._start("code-server", code_server, env, logs / "dagster-code.log")
-            self._wait_until_listening(code_port)
-            self._start(
-                "daemon",
-                ["dagster-daemon", "run", "-w", str(workspace)],
-                env,
-                logs / "dagster-daemon.log",
-            )
-            self._start(
-                "dagster-ui",
-                ["dagster-webserver", "-h", self.host, "-p", dagster_port, "-w", str(workspace)],
-                env,
-                logs / "dagster-webserver.log",
-            )
-
+        env = self._prepare()
+        logs = self.settings.data_dir.resolve() / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        self.say(f"dagster home {env['DAGSTER_HOME']} (logs in {logs})")
+        self._spawn_all(env, logs)
+        if self.api_url is not None:
             self._wait_until_answering(f"{self.api_url}/health/liveness")
-            if not self.stopping.is_set():
-                _say(f"API          {self.api_url}  (docs {self.api_url}/docs)")
-                _say(f"dashboard    {self.api_url}/dashboard")
-                if feed:  # only now: its ticks go to our API, not to whatever else answers
-                    self._start("feeder", _mdp("feed", "--url", self.api_url), env)
-                    _say(f"feeder       posting to {self.api_url}")
-            self._wait_until_answering(f"{self.dagster_url}/server_info")
-            if not self.stopping.is_set():
-                _say(f"Dagster UI   {self.dagster_url}")
-                _say("ready; Ctrl-C stops everything, and so does closing this terminal")
-            while not self.stopping.wait(0.5):
-                self._check_children()
-        finally:
+            if self.stopping.is_set():
+                return False
+            self.say(f"API          {self.api_url}  (docs {self.api_url}/docs)")
+            self.say(f"dashboard    {self.api_url}/dashboard")
+            if feed:  # only now: its ticks go to our API, not to whatever else answers
+                self._start("feeder", _mdp("feed", "--url", self.api_url), env)
+                self.say(f"feeder       posting to {self.api_url}")
+        self._wait_until_answering(f"{self.dagster_url}/server_info")
+        if self.stopping.is_set():
+            return False
+        self.say(f"Dagster UI   {self.dagster_url}")
+        return True
+
+    def supervise(self) -> None:
+        while not self.stopping.wait(0.5):
+            self._check_children()
+
+    def stop(self) -> int:
+        """Stop every child, then the embedded database if no one else uses it; the exit
+        status."""
+        self.stopping.set()
+        try:
             self._stop_children()
-            if embedded is not None:
-                departure = embedded.stop()
+            if self.embedded is not None:
+                departure = self.embedded.stop()
                 if departure == "stopped":
-                    _say("database     stopped")
+                    self.say("database     stopped")
                 elif departure == "in use":
-                    _say("database     left running: another command still uses it")
+                    self.say("database     left running: another command still uses it")
+        finally:
             self.guard.release()
         if self.failure:
-            _say(f"stopped because {self.failure}")
+            self.say(f"stopped because {self.failure}")
             return EXIT_FAILED
         return 0
 
+    def _prepare(self) -> dict[str, str]:
+        """The database (the embedded one started or joined), migrations, credentials and the
+        Dagster instance: the children's environment."""
+        env = dict(os.environ)
+        if self.settings.database_url:
+            database_url = self.settings.database_url
+            self.say(f"database     {_redact(database_url)} (DATABASE_URL)")
+        else:
+            self.embedded = EmbeddedPostgres(self.settings.data_dir / "postgres")
+            self.guard.watch_postgres(self.embedded.data_dir)
+            self.embedded.start()
+            database_url = self.embedded.database("market")
+            self.say(f"database     embedded PostgreSQL in {self.embedded.data_dir}")
+        env["DATABASE_URL"] = database_url
+        applied = prepare(database_url, self.settings.symbol_list)
+        self.say(f"migrations   {len(applied)} applied, schema up to date")
+        env["MDP_DAGSTER_URL"] = self.dagster_url  # the dashboard links to it
+        if self.api_url is not None:
+            env.update(self._credentials())
+            env["API_URL"] = self.api_url
+        env.update(dagster_instance(self.settings, database_url, self.embedded))
+        return env
+
+    def _spawn_all(self, env: dict[str, str], logs: Path) -> None:
+        # One code server for the daemon and the webserver: left to themselves, each starts its
+        # own, and the daemon replaces its own every minute (seconds of CPU each time).
+        code_port = free_port()
+        workspace = _workspace(Path(env["DAGSTER_HOME"]), code_port)
+        code_server = [
+            "dagster", "api", "grpc", "-m", "pipelines.definitions",
+            "--location-name", "pipelines.definitions", "-h", "127.0.0.1", "-p", str(code_port),
+        ]  # fmt: skip
+        dagster_port = self.dagster_url.rsplit(":", 1)[1]
+        webserver = ["dagster-webserver", "-h", self.host, "-p", dagster_port]
+        if self.api_url is not None:
+            api_port = self.api_url.rsplit(":", 1)[1]
+            self._start("api", _mdp("serve", "--host", self.host, "--port", api_port), env)
+        self._start("code-server", code_server, env, logs / "dagster-code.log")
+        self._wait_until_listening(code_port)
+        daemon = ["dagster-daemon", "run", "-w", str(workspace)]
+        self._start("daemon", daemon, env, logs / "dagster-daemon.log")
+        webserver += ["-w", str(workspace)]
+        self._start("dagster-ui", webserver, env, logs / "dagster-webserver.log")
+
     def _on_signal(self, signum: int, _: FrameType | None) -> None:
         if not self.stopping.is_set():
-            _say(f"{signal.Signals(signum).name}: stopping")
+            self.say(f"{signal.Signals(signum).name}: stopping")
         self.stopping.set()
 
     def _credentials(self) -> dict[str, str]:
         if self.settings.ingest_username and self.settings.ingest_password:
             return {}
         user, password = "feeder", secrets.token_urlsafe(18)
-        _say(f"credentials  generated for this run: {user} / {password}")
+        self.say(f"credentials  generated for this run: {user} / {password}")
         return {"INGEST_USERNAME": user, "INGEST_PASSWORD": password}
-
-    def _dagster_instance(
-        self, database_url: str, embedded: EmbeddedPostgres | None
-    ) -> dict[str, str]:
-        """DAGSTER_HOME holding the project's dagster.yaml, and the instance database behind it:
-        DAGSTER_PG_URL when set, else a `dagster` database on the market database's server."""
-        home = (self.settings.dagster_home or self.settings.data_dir / "dagster").resolve()
-        home.mkdir(parents=True, exist_ok=True)
-        shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
-        storage = os.environ.get("DAGSTER_PG_URL")
-        if not storage:
-            if embedded is not None:
-                storage = embedded.database(DAGSTER_DATABASE)
-            else:
-                create_database(database_url, DAGSTER_DATABASE)
-                storage = with_database(database_url, DAGSTER_DATABASE)
-        return {"DAGSTER_HOME": str(home), "DAGSTER_PG_URL": dagster_storage_url(storage)}
 
     def _start(
         self, name: str, command: list[str], env: dict[str, str], log: Path | None = None
@@ -226,17 +246,16 @@ class Platform:
         for child in self.children:
             if child.process.poll() is not None and not self.stopping.is_set():
                 self.failure = f"{child.name} exited with status {child.process.returncode}"
-                _say(f"{child.name} exited with status {child.process.returncode}; stopping")
+                self.say(f"{child.name} exited with status {child.process.returncode}; stopping")
                 self.stopping.set()
 
     def _stop_children(self) -> None:
         """The feeder and the Dagster daemon first (nothing new is sent or launched), then the
         runs in flight are canceled, then the rest, each child with its whole process group."""
-        first = [c for c in self.children if c.name in FIRST_STOPPED]
-        _stop(first)
+        _stop([c for c in self.children if c.name in FIRST_STOPPED], self.say)
         if any(c.name == "dagster-ui" for c in self.children):
             self._cancel_runs()
-        _stop([c for c in self.children if c.name not in FIRST_STOPPED])
+        _stop([c for c in self.children if c.name not in FIRST_STOPPED], self.say)
 
     def _cancel_runs(self) -> None:
         """Ask Dagster to cancel the runs in flight (the drain run above all) before stopping it:
@@ -247,7 +266,7 @@ class Platform:
             runs = [r["runId"] for r in found["data"]["runsOrError"]["results"]]
             if not runs:
                 return
-            _say(f"dagster      canceling {len(runs)} run(s) in flight")
+            self.say(f"dagster      canceling {len(runs)} run(s) in flight")
             httpx.post(
                 graphql,
                 json={"query": TERMINATE_RUNS, "variables": {"runIds": runs}},
@@ -263,7 +282,25 @@ class Platform:
             pass  # the webserver is not answering: stopping the processes ends the runs anyway
 
 
-def _platform_lock(data_dir: Path) -> IO[str]:
+def dagster_instance(
+    settings: Settings, database_url: str, embedded: EmbeddedPostgres | None
+) -> dict[str, str]:
+    """DAGSTER_HOME holding the project's dagster.yaml, and the instance database behind it:
+    DAGSTER_PG_URL when set, else a `dagster` database on the market database's server."""
+    home = (settings.dagster_home or settings.data_dir / "dagster").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    storage = os.environ.get("DAGSTER_PG_URL")
+    if not storage:
+        if embedded is not None:
+            storage = embedded.database(DAGSTER_DATABASE)
+        else:
+            create_database(database_url, DAGSTER_DATABASE)
+            storage = with_database(database_url, DAGSTER_DATABASE)
+    return {"DAGSTER_HOME": str(home), "DAGSTER_PG_URL": dagster_storage_url(storage)}
+
+
+def platform_lock(data_dir: Path) -> IO[str]:
     """The data folder's platform lock, held for the platform's lifetime (and by its guard until
     what it left behind is stopped). Its content says who holds it."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -271,18 +308,18 @@ def _platform_lock(data_dir: Path) -> IO[str]:
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        lock.seek(0)
-        holder = _holder(lock.read())
         lock.close()
         raise Refused(
-            f"a platform already runs on the data folder {data_dir.resolve()}{holder}. Stop it "
+            f"a platform already runs on the data folder {data_dir.resolve()}"
+            f"{_holder_text(holder(data_dir))}. Stop it "
             "first (Ctrl-C in its terminal), or give this one a data folder and ports of its own: "
             "MDP_DATA_DIR=data2 mdp up --port 8001 --dagster-port 3001"
         ) from None
     return lock
 
 
-def _describe(lock: IO[str], *, api_url: str, dagster_url: str) -> None:
+def describe(lock: IO[str], *, dashboard: str | None, dagster_url: str) -> None:
+    """Say in the lock file who holds it and where it answers."""
     lock.seek(0)
     lock.truncate()
     lock.write(
@@ -290,7 +327,7 @@ def _describe(lock: IO[str], *, api_url: str, dagster_url: str) -> None:
             {
                 "pid": os.getpid(),
                 "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                "dashboard": f"{api_url}/dashboard",
+                "dashboard": dashboard,
                 "dagster_ui": dagster_url,
             }
         )
@@ -298,15 +335,23 @@ def _describe(lock: IO[str], *, api_url: str, dagster_url: str) -> None:
     lock.flush()
 
 
-def _holder(description: str) -> str:
+def holder(data_dir: Path) -> dict[str, Any]:
+    """What the holder of the data folder's platform lock wrote about itself."""
     try:
-        holder = json.loads(description)
-        return (
-            f" (pid {holder['pid']}, since {holder['started_at']}: dashboard "
-            f"{holder['dashboard']}, Dagster UI {holder['dagster_ui']})"
-        )
-    except (ValueError, KeyError, TypeError):
+        described = json.loads((data_dir / "platform.lock").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return described if isinstance(described, dict) else {}
+
+
+def _holder_text(described: dict[str, Any]) -> str:
+    if not {"pid", "started_at", "dagster_ui"} <= described.keys():
         return ""
+    dashboard = f"dashboard {described['dashboard']}, " if described.get("dashboard") else ""
+    return (
+        f" (pid {described['pid']}, since {described['started_at']}: {dashboard}"
+        f"Dagster UI {described['dagster_ui']})"
+    )
 
 
 def _check_ports(host: str, ports: dict[str, int]) -> None:
@@ -392,7 +437,7 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _stop(children: list[Child]) -> None:
+def _stop(children: list[Child], say: Callable[[str], None]) -> None:
     """SIGTERM to each child's process group, SIGKILL to what is left after the grace period."""
     for child in reversed(children):
         _signal_group(child, signal.SIGTERM)
@@ -404,7 +449,7 @@ def _stop(children: list[Child]) -> None:
             child.process.kill()
             child.process.wait()
         _signal_group(child, signal.SIGKILL)  # whatever it left behind in its group
-        _say(f"{child.name:<12} stopped")
+        say(f"{child.name:<12} stopped")
 
 
 def _signal_group(child: Child, sig: int) -> None:
@@ -420,8 +465,3 @@ def _redact(url: str) -> str:
         netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
         return urlunsplit(parts._replace(netloc=netloc))
     return url
-
-
-def _say(message: str) -> None:
-    with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
-        print(f"mdp up  {message}", flush=True)

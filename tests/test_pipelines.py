@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from mdp.database import Connection, connect
-from mdp.intervals import INTERVALS
+from mdp.intervals import CANDLE_ASSETS, INTERVALS
 from pipelines.definitions import defs
 from pipelines.defs.candles import candles
 from pipelines.defs.ingestion import (
@@ -32,7 +32,7 @@ from tests.conftest import BIN, ROOT
 from tests.test_candles import at, send
 from tests.test_ingest_api import tick
 
-CANDLE_KEYS = [f"candles_{i}" for i in INTERVALS]
+CANDLE_KEYS = CANDLE_ASSETS
 DAGSTER = BIN / "dagster"
 
 

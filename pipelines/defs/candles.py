@@ -11,7 +11,7 @@ from typing import Any
 import dagster as dg
 
 from mdp.database import query
-from mdp.intervals import INTERVALS
+from mdp.intervals import INTERVALS, candle_asset
 from mdp.settings import get_settings
 from pipelines.candles import day_window, recompute_day
 from pipelines.defs.resources import MarketDatabase
@@ -28,14 +28,10 @@ CANDLES_FRESHNESS = dg.FreshnessPolicy.time_window(
 )
 
 
-def asset_name(interval: str) -> str:
-    return f"candles_{interval}"
-
-
 def _spec(interval: str) -> dg.AssetSpec:
     source = "trades" if interval == "1m" else "candles_1m"
     return dg.AssetSpec(
-        asset_name(interval),
+        candle_asset(interval),
         deps=[source],
         partitions_def=daily_partitions,
         group_name="candles",
@@ -57,7 +53,7 @@ def candles(
 ) -> Iterator[dg.MaterializeResult[None]]:
     """One step per run: each day's trades are read once, 1m candles computed from them and the
     coarser intervals rolled up in memory, then the day is replaced in one transaction."""
-    selected = [i for i in INTERVALS if dg.AssetKey(asset_name(i)) in context.selected_asset_keys]
+    selected = [i for i in INTERVALS if dg.AssetKey(candle_asset(i)) in context.selected_asset_keys]
     with market_db.connect() as conn:
         for key in context.partition_keys:
             for day in recompute_day(conn, market_db.url, date.fromisoformat(key), selected):
@@ -68,11 +64,11 @@ def candles(
                         "first_bucket": _iso(day.first_bucket),
                         "last_bucket": _iso(day.last_bucket),
                     },
-                    asset_key=asset_name(day.interval),
+                    asset_key=candle_asset(day.interval),
                     partition_key=key,
                 )
     for interval in selected:
-        yield dg.MaterializeResult(asset_key=asset_name(interval))
+        yield dg.MaterializeResult(asset_key=candle_asset(interval))
 
 
 def _iso(moment: datetime | None) -> str:
@@ -114,7 +110,7 @@ def _offending_rows(
 
 
 def candle_checks(interval: str) -> list[dg.AssetChecksDefinition]:
-    name = asset_name(interval)
+    name = candle_asset(interval)
 
     @dg.asset_check(
         asset=name,

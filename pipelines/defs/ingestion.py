@@ -17,9 +17,9 @@ from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
-from mdp.intervals import INTERVALS
+from mdp.intervals import INTERVALS, candle_asset
 from mdp.settings import get_settings
-from pipelines.defs.candles import asset_name, daily_partitions
+from pipelines.defs.candles import daily_partitions
 from pipelines.defs.resources import MarketDatabase
 from pipelines.ingestion import DEFAULT_MAX_ROWS, PromotedBatch, beating, drain_continuously
 
@@ -100,7 +100,7 @@ class _CandlePartitions:
             if daily_partitions.has_partition_key(day.isoformat()):
                 for interval in INTERVALS:
                     yield dg.AssetMaterialization(
-                        asset_key=asset_name(interval),
+                        asset_key=candle_asset(interval),
                         partition=day.isoformat(),
                         metadata={
                             "trades_added": count,

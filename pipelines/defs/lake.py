@@ -6,6 +6,7 @@ from datetime import UTC, date, timedelta
 
 import dagster as dg
 
+from mdp.intervals import CANDLE_ASSETS
 from mdp.settings import get_settings
 from pipelines.defs.candles import daily_partitions
 from pipelines.defs.ingestion import ingest_trades_job
@@ -16,7 +17,7 @@ from pipelines.lake import export_day, refresh_database_file
 @dg.asset(
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=["candles_1m", "candles_5m", "candles_15m", "candles_1h", "candles_1d"],
+    deps=CANDLE_ASSETS,
     group_name="lake",
     kinds={"parquet", "duckdb"},
     freshness_policy=dg.FreshnessPolicy.time_window(
