@@ -132,12 +132,11 @@ def _backfill(args: argparse.Namespace) -> int:
 
 def _migrate(_: argparse.Namespace) -> int:
     from mdp.database import prepare
+    from mdp.embedded import market_database
 
     settings = get_settings()
-    if not settings.database_url:
-        print("DATABASE_URL is not set", file=sys.stderr)
-        return 2
-    applied = prepare(settings.database_url, settings.symbol_list)
+    with market_database(settings) as url:
+        applied = prepare(url, settings.symbol_list)
     print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
     return 0
 
@@ -151,22 +150,27 @@ def _serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from mdp.embedded import market_database
     from serving.app import MissingCredentials, check_credentials
 
+    settings = get_settings()
     try:
-        check_credentials(get_settings())
+        check_credentials(settings)
     except MissingCredentials as exc:
         print(f"refusing to start: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(
-        "serving.app:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level="warning",
-        access_log=False,
-    )
+    with market_database(settings) as url:
+        os.environ["DATABASE_URL"] = url  # for every worker process
+        get_settings.cache_clear()
+        uvicorn.run(
+            "serving.app:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level="warning",
+            access_log=False,
+        )
     return 0
 
 

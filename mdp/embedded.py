@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from mdp.database import create_database, with_database
+from mdp.settings import Settings
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
@@ -85,6 +86,22 @@ class _Server(PostgresServer):
 
     def _cleanup(self) -> None:
         pass
+
+
+@contextmanager
+def market_database(settings: Settings) -> Iterator[str]:
+    """The platform's market database: DATABASE_URL when set, else the embedded server in
+    MDP_DATA_DIR, joined when it runs (`mdp up`, another command) or started for as long as the
+    caller needs it."""
+    if settings.database_url:
+        yield settings.database_url
+        return
+    embedded = EmbeddedPostgres(settings.data_dir / "postgres")
+    embedded.start()
+    try:
+        yield embedded.database("market")
+    finally:
+        embedded.stop()
 
 
 def stop_if_unused(data_dir: Path, share: IO[bytes] | None = None) -> Departure:

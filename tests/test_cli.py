@@ -19,7 +19,7 @@ import httpx
 import psutil
 import pytest
 
-from mdp.database import connect
+from mdp.database import connect, migration_ids
 from mdp.processes import free_port, spawn_mdp, stop, wait_until_live
 from tests.test_ingest_api import tick
 
@@ -324,3 +324,16 @@ def test_a_second_up_on_the_same_data_folder_is_refused(tmp_path: Path) -> None:
     finally:
         stop(first)
     assert _platform_processes(data_dir) == []
+
+
+def test_commands_find_the_embedded_database_by_themselves(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    env = {**WITHOUT_CREDENTIALS, "MDP_DATA_DIR": str(data_dir)}
+    env.pop("DATABASE_URL", None)
+    migrate = [sys.executable, "-m", "mdp", "db", "migrate"]
+    first = subprocess.run(migrate, env=env, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    assert f"applied {len(migration_ids())} migration(s)" in first.stdout
+    again = subprocess.run(migrate, env=env, capture_output=True, text=True, timeout=120)
+    assert "applied 0 migration(s): none pending" in again.stdout
+    assert _platform_processes(data_dir) == []  # started for the command, stopped after it
