@@ -13,6 +13,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from datetime import date
+from pathlib import Path
 
 from mdp.intervals import CANDLE_ASSETS
 from mdp.settings import get_settings
@@ -55,6 +56,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated assets (default: every candle interval; candles_lake too if asked)",
     )
     backfill.set_defaults(run=_backfill)
+
+    imports = commands.add_parser(
+        "import", help="load historical trades from files, then backfill the days they touched"
+    )
+    imports.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    imports.add_argument(
+        "--format",
+        choices=["polygon-trades", "binance-trades", "binance-aggtrades", "ticks"],
+        default=None,
+        help="the files' format (default: from each file's name)",
+    )
+    imports.add_argument("--symbol", default=None, help="the symbol of Binance files")
+    imports.add_argument("--register-symbols", action="store_true", help="register unknown symbols")
+    imports.add_argument("--no-backfill", action="store_true", help="only load the trades")
+    imports.set_defaults(run=_import)
 
     db = commands.add_parser("db", help="database administration")
     db_commands = db.add_subparsers(required=True, metavar="COMMAND")
@@ -128,6 +144,19 @@ def _backfill(args: argparse.Namespace) -> int:
 
     select = [a.strip() for a in args.select.split(",") if a.strip()]
     return run_backfill(get_settings(), args.start, args.end, select)
+
+
+def _import(args: argparse.Namespace) -> int:
+    from mdp.imports import run_import
+
+    return run_import(
+        get_settings(),
+        args.paths,
+        fmt=args.format,
+        symbol=args.symbol,
+        register=args.register_symbols,
+        backfill=not args.no_backfill,
+    )
 
 
 def _migrate(_: argparse.Namespace) -> int:

