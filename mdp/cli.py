@@ -18,7 +18,7 @@ from pathlib import Path
 from mdp.intervals import CANDLE_ASSETS
 from mdp.settings import get_settings
 
-SUITES = ["ingest", "candles", "serve", "freshness", "capacity", "lake", "soak"]
+SUITES = ["ingest", "candles", "serve", "freshness", "capacity", "lake", "import", "soak"]
 DEFAULT_SUITES = SUITES[:-1]  # the soak runs when asked for
 
 
@@ -134,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--step-seconds", type=float, default=30.0, help="how long each capacity step lasts"
+    )
+    bench.add_argument(
+        "--import-rows", type=int, default=5_000_000, help="trades in the import benchmark's file"
     )
     bench.set_defaults(run=_bench)
     return parser
@@ -293,6 +296,7 @@ def _bench(args: argparse.Namespace) -> int:
         rate=args.rate,
         steps=args.steps,
         step_seconds=args.step_seconds,
+        import_rows=args.import_rows,
     )
 
 

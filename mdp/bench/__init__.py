@@ -74,6 +74,7 @@ def run_benchmarks(suites: list[str], settings: Settings, **options: Any) -> int
     from mdp.bench.candles import bench_candles
     from mdp.bench.capacity import bench_capacity
     from mdp.bench.freshness import bench_freshness
+    from mdp.bench.imports import bench_import
     from mdp.bench.ingest import bench_ingest
     from mdp.bench.lake import bench_lake
     from mdp.bench.serve import bench_serve
@@ -86,6 +87,7 @@ def run_benchmarks(suites: list[str], settings: Settings, **options: Any) -> int
         "freshness": bench_freshness,
         "capacity": bench_capacity,
         "lake": bench_lake,
+        "import": bench_import,
         "soak": bench_soak,
     }
     with bench_database(settings) as url:
