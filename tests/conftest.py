@@ -86,9 +86,10 @@ def dagster_env(
 
 @pytest.fixture
 def db(database_url: str) -> Iterator[Connection]:
-    """A connection to the test database, emptied of market data before the test."""
+    """A connection to the test database, back to its seeded symbols and no market data."""
     with connect(database_url, autocommit=True) as conn:
         conn.execute("TRUNCATE trade_inbox, trades, candles, ingest_batches")
+        conn.execute("DELETE FROM symbols WHERE symbol <> ALL(%s)", [SYMBOLS])
         conn.execute("UPDATE symbols SET first_trade_at = NULL, last_trade_at = NULL")
         yield conn
 

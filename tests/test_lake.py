@@ -100,7 +100,8 @@ def test_a_re_export_replaces_the_day_without_duplicates(
 def readme_queries() -> list[str]:
     readme = (ROOT / "README.md").read_text()
     guide = readme[readme.index("## Analyst guide") :]
-    return [shlex.split(line)[2] for line in re.findall(r"^\./run sql .+$", guide, flags=re.M)]
+    examples = re.findall(r"^# .+\n(\./run sql .+)$", guide, flags=re.M)
+    return [shlex.split(line)[2] for line in examples]
 
 
 def mdp_sql(lake: Path, query: str, *flags: str) -> str:
