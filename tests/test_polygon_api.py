@@ -135,6 +135,18 @@ def test_the_last_trade_is_the_latest_accepted(
         massive.get_last_trade("NOPE")
 
 
+def test_the_last_trade_ignores_resends_and_earlier_pending_trades(
+    massive: RESTClient, client: httpx.Client, db: Connection
+) -> None:
+    send(client, [tick(1, ts="2026-11-20T10:00:05Z", price=10.0)])
+    drain_inbox(db)
+    send(client, [tick(1, ts="2026-11-20T10:00:09Z", price=99.0)])  # a resend: not a trade
+    send(client, [tick(2, ts="2026-11-20T10:00:04Z", price=12.0)])  # pending, but earlier
+    assert massive.get_last_trade("AAPL").id == "e-1"
+    send(client, [tick(3, ts="2026-11-20T10:00:05Z", price=13.0)])  # a tie: the later accepted
+    assert (massive.get_last_trade("AAPL").id, massive.get_last_trade("AAPL").price) == ("e-3", 13)
+
+
 @pytest.mark.parametrize(
     "path",
     [
