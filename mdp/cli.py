@@ -1,4 +1,4 @@
-"""`mdp`: the platform's command line (DESIGN §3.2)."""
+"""`mdp`: the platform's command line (README: Command line; docs/design.md §7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The candle intervals (DESIGN §3.5): one place for the pipelines and the API."""
+"""The candle intervals (docs/design.md §5): one place for the pipelines and the API."""
 
 from datetime import timedelta
 

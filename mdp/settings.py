@@ -1,4 +1,4 @@
-"""The platform's one settings object, read from the environment (DESIGN §3.3)."""
+"""The platform's one settings object, read from the environment (README: Configuration)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""OHLCV candles (DESIGN §3.5) computed with Polars: 1m candles from canonical trades, coarser
+"""OHLCV candles (docs/design.md §5) computed with Polars: 1m candles from canonical trades, coarser
 intervals rolled up from 1m, read from and written to the `candles` table. No Dagster here: the
 candle assets and the ingestion micro-batch call these, and tests call them directly.
 

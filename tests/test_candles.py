@@ -1,5 +1,5 @@
-"""Candles (DESIGN §3.5) from micro-batches and from day recomputation equal an independent SQL
-computation over canonical trades, whatever the arrival order, duplicates or lateness."""
+"""Candles (docs/design.md §5) from micro-batches and from day recomputation equal an independent
+SQL computation over canonical trades, whatever the arrival order, duplicates or lateness."""
 
 from __future__ import annotations
 

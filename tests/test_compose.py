@@ -1,5 +1,5 @@
 """The Docker Compose deployment, checked without a Docker engine: every service, command, port,
-environment variable and dependency is wired the way the README and DESIGN §3.3 say, and every
+environment variable and dependency is wired the way the README says, and every
 command exists in the image the Dockerfile builds."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The ingest contract (DESIGN §3.4): what is accepted, what is refused, and that a refusal stores
-nothing."""
+"""The ingest contract (docs/design.md §4): what is accepted, what is refused, and that a refusal
+stores nothing."""
 
 from __future__ import annotations
 

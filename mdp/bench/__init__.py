@@ -1,4 +1,4 @@
-"""`mdp bench`: measured numbers and ratios, printed as one JSON document (DESIGN §5)."""
+"""`mdp bench`: measured numbers and ratios, printed as one JSON document (docs/design.md §9)."""
 
 from __future__ import annotations
 
