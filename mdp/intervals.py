@@ -1,6 +1,10 @@
 """The candle intervals (docs/design.md §5): one place for the pipelines and the API."""
 
 from datetime import timedelta
+from typing import Literal
+
+Interval = Literal["1m", "5m", "15m", "1h", "1d"]
+"""An interval's name, as the API's parameters and the `candles.interval` column have it."""
 
 INTERVALS: dict[str, timedelta] = {
     "1m": timedelta(minutes=1),

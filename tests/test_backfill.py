@@ -14,8 +14,7 @@ from mdp.database import Connection
 from pipelines.ingestion import drain_inbox
 from tests.candle_reference import assert_candles_match_trades
 from tests.conftest import ROOT
-from tests.test_candles import send
-from tests.test_ingest_api import tick
+from tests.support import send, tick
 
 DAYS = [date(2026, 11, 19), date(2026, 11, 20), date(2026, 11, 21)]
 

@@ -14,9 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families as parse_pro
 from mdp.database import Connection
 from pipelines.candles import recompute_day
 from pipelines.ingestion import drain_inbox
-from tests.test_candles import send
-from tests.test_ingest_api import tick
-from tests.test_market_api import all_candles
+from tests.support import all_candles, send, tick
 
 DAY = date(2026, 11, 20)
 WINDOW = {

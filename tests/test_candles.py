@@ -14,18 +14,9 @@ from mdp.intervals import INTERVALS
 from pipelines.candles import recompute_day
 from pipelines.ingestion import drain_inbox
 from tests.candle_reference import assert_candles_match_trades
-from tests.test_ingest_api import tick
+from tests.support import at, send, tick
 
 DAY1, DAY2 = date(2026, 11, 19), date(2026, 11, 20)
-
-
-def at(day: date, clock: str) -> str:
-    return f"{day.isoformat()}T{clock}Z"
-
-
-def send(client: httpx.Client, ticks: list[dict[str, Any]], batch: int = 150) -> None:
-    for i in range(0, len(ticks), batch):
-        assert client.post("/ingest/ticks", json=ticks[i : i + batch]).status_code == 202
 
 
 def hard_day(rng: random.Random, day: date, prefix: str) -> list[dict[str, Any]]:

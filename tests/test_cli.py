@@ -21,7 +21,7 @@ import pytest
 
 from mdp.database import connect, migration_ids
 from mdp.processes import free_port, spawn_mdp, stop, wait_until_live
-from tests.test_ingest_api import tick
+from tests.support import tick
 
 WITHOUT_CREDENTIALS = {k: v for k, v in os.environ.items() if not k.startswith(("INGEST_", "MDP_"))}
 

@@ -15,8 +15,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from mdp.database import Connection
 from pipelines.ingestion import drain_inbox, record_idle_cycle
-from tests.test_candles import send
-from tests.test_ingest_api import tick
+from tests.support import send, tick
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]

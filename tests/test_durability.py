@@ -27,8 +27,7 @@ from mdp.reconcile import read_ack_log, unpromoted
 from pipelines.ingestion import drain_inbox
 from tests.candle_reference import assert_candles_match_trades
 from tests.conftest import BIN, PASSWORD, ROOT, SYMBOLS, USER, api_env
-from tests.test_candles import send
-from tests.test_ingest_api import tick
+from tests.support import send, tick
 
 FeedReport = dict[str, int]
 

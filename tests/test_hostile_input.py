@@ -26,7 +26,7 @@ from pipelines.candles import candles_from_trades, roll_up, width_us
 from pipelines.ingestion import drain_inbox
 from serving.auth import require_ingest_credentials
 from tests.conftest import PASSWORD, USER, api_env
-from tests.test_ingest_api import tick
+from tests.support import tick
 
 INJECTIONS = [
     "AAPL' OR '1'='1",

@@ -12,20 +12,9 @@ import pytest
 
 from mdp.database import Connection
 from tests.conftest import PASSWORD, USER
+from tests.support import tick
 
 Row = tuple[Any, ...]
-
-
-def tick(n: int = 1, **fields: Any) -> dict[str, Any]:
-    base = {
-        "symbol": "AAPL",
-        "price": 187.25,
-        "volume": 100,
-        "ts": "2026-11-20T14:30:00.123456+00:00",
-        "source": "XNAS",
-        "event_id": f"e-{n}",
-    }
-    return {**base, **fields}
 
 
 def inbox(db: Connection) -> list[Row]:

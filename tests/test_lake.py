@@ -24,8 +24,7 @@ from pipelines.defs.lake import candles_lake
 from pipelines.defs.resources import MarketDatabase
 from pipelines.ingestion import drain_inbox
 from pipelines.lake import DATABASE_FILE, define_views, export_day
-from tests.test_candles import send
-from tests.test_ingest_api import tick
+from tests.support import send, tick
 
 ROOT = Path(__file__).resolve().parent.parent
 DAYS = (date(2026, 11, 19), date(2026, 11, 20))

@@ -14,28 +14,13 @@ from mdp.database import Connection
 from mdp.intervals import INTERVALS
 from pipelines.ingestion import drain_inbox
 from tests.candle_reference import reference
-from tests.test_candles import send
-from tests.test_ingest_api import tick
+from tests.support import all_candles, send, tick
 
 DAY = "2026-11-20"
 
 
 def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def all_candles(client: httpx.Client, **params: Any) -> list[dict[str, Any]]:
-    """Every page of /candles, following next_page_token."""
-    candles: list[dict[str, Any]] = []
-    token = None
-    while True:
-        page = client.get("/candles", params={**params, **({"page_token": token} if token else {})})
-        assert page.status_code == 200, page.text
-        body = page.json()
-        candles += body["candles"]
-        token = body["next_page_token"]
-        if token is None:
-            return candles
 
 
 def test_symbols_list_the_registered_symbols_with_their_trading_span(

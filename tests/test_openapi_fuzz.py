@@ -26,8 +26,7 @@ from schemathesis.specs.openapi.checks import (
 from mdp.database import Connection
 from pipelines.ingestion import drain_inbox
 from tests.conftest import PASSWORD, USER
-from tests.test_candles import send
-from tests.test_ingest_api import tick
+from tests.support import send, tick
 
 AUTHORIZATION = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
 AS_DOCUMENTED = [

@@ -11,8 +11,7 @@ from mdp.database import Connection
 from mdp.processes import api_server
 from pipelines.ingestion import drain_inbox, record_idle_cycle
 from tests.conftest import api_env
-from tests.test_candles import send
-from tests.test_ingest_api import tick
+from tests.support import send, tick
 
 PROMETHEUS_ACCEPT = (
     "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"

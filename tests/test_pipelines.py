@@ -29,8 +29,7 @@ from pipelines.defs.resources import MarketDatabase
 from pipelines.ingestion import PromotedBatch, drain_continuously, drain_inbox, record_idle_cycle
 from tests.candle_reference import assert_candles_match_trades
 from tests.conftest import BIN, ROOT
-from tests.test_candles import at, send
-from tests.test_ingest_api import tick
+from tests.support import at, send, tick
 
 CANDLE_KEYS = CANDLE_ASSETS
 DAGSTER = BIN / "dagster"

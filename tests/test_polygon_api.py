@@ -15,8 +15,7 @@ from massive.exceptions import BadResponse
 from mdp.database import Connection
 from pipelines.ingestion import drain_inbox
 from tests.candle_reference import reference
-from tests.test_candles import send
-from tests.test_ingest_api import tick
+from tests.support import send, tick
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import httpx
 
 from mdp.database import Connection
 from pipelines.ingestion import promote_batch
-from tests.test_ingest_api import tick
+from tests.support import tick
 
 
 def trades(db: Connection) -> list[tuple[str, str, float]]:

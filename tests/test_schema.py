@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
+from typing import get_args
 
 import httpx
 import psycopg
 import pytest
 
-from mdp.database import connect, create_database, migration_ids, prepare, with_database
+from mdp.database import Connection, connect, create_database, migration_ids, prepare, with_database
+from mdp.intervals import INTERVALS, Interval
 from mdp.processes import api_server
 from tests.conftest import SYMBOLS, api_env
 
@@ -46,3 +49,13 @@ def test_readiness_is_red_until_the_schema_is_migrated(empty_database: str) -> N
         assert ingest.status_code == 401
         prepare(empty_database, SYMBOLS)
         assert httpx.get(f"{url}/health/readiness").status_code == 200
+
+
+def test_the_intervals_are_named_alike_everywhere(db: Connection) -> None:
+    [(check,)] = db.execute(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint"
+        " WHERE conrelid = 'candles'::regclass AND contype = 'c'"
+        " AND pg_get_constraintdef(oid) LIKE '%%interval%%'"
+    ).fetchall()
+    in_the_table = re.findall(r"'(\w+)'::text", check)
+    assert list(INTERVALS) == list(get_args(Interval)) == in_the_table

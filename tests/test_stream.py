@@ -14,8 +14,7 @@ from mdp.database import Connection
 from mdp.processes import api_server
 from pipelines.ingestion import drain_inbox
 from tests.conftest import PASSWORD, USER, api_env
-from tests.test_candles import send
-from tests.test_ingest_api import tick
+from tests.support import send, tick
 
 Event = dict[str, Any]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 from datetime import UTC, datetime, time, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
@@ -13,7 +13,7 @@ from psycopg import AsyncConnection
 from pydantic import BaseModel
 
 from mdp.database import query
-from mdp.intervals import INTERVALS
+from mdp.intervals import INTERVALS, Interval
 from serving.candle_cache import Candle as CacheCandle
 from serving.candle_cache import CandleCache, Page
 from serving.db import Pool
@@ -22,7 +22,6 @@ from serving.ticks import EARLIEST
 
 router = APIRouter(tags=["market data"])
 
-Interval = Literal["1m", "5m", "15m", "1h", "1d"]
 LATEST = datetime.max.replace(tzinfo=UTC)
 # The example is a symbol registered by default (mdp.settings.DEFAULT_SYMBOLS).
 PathSymbol = Annotated[str, Path(examples=["AAPL"])]

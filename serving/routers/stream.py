@@ -14,10 +14,11 @@ from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from mdp.database import CANDLES_LOCK_KEY, query
+from mdp.intervals import Interval
 from serving.auth import IngestAuth
 from serving.db import Pool
 from serving.errors import refusals
-from serving.routers.market import Interval, known_symbol
+from serving.routers.market import known_symbol
 
 router = APIRouter(tags=["stream"])
 

@@ -1,0 +1,46 @@
+"""Helpers the test modules share: ticks to send, sending them, and reading every candle page."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import httpx
+
+
+def tick(n: int = 1, **fields: Any) -> dict[str, Any]:
+    """A valid tick with event id `e-<n>`; keyword arguments replace fields."""
+    base = {
+        "symbol": "AAPL",
+        "price": 187.25,
+        "volume": 100,
+        "ts": "2026-11-20T14:30:00.123456+00:00",
+        "source": "XNAS",
+        "event_id": f"e-{n}",
+    }
+    return {**base, **fields}
+
+
+def at(day: date, clock: str) -> str:
+    """An RFC 3339 UTC time on `day` at `clock` (`HH:MM:SS`)."""
+    return f"{day.isoformat()}T{clock}Z"
+
+
+def send(client: httpx.Client, ticks: list[dict[str, Any]], batch: int = 150) -> None:
+    """POST the ticks in batches, each acknowledged."""
+    for i in range(0, len(ticks), batch):
+        assert client.post("/ingest/ticks", json=ticks[i : i + batch]).status_code == 202
+
+
+def all_candles(client: httpx.Client, **params: Any) -> list[dict[str, Any]]:
+    """Every page of /candles, following next_page_token."""
+    candles: list[dict[str, Any]] = []
+    token = None
+    while True:
+        page = client.get("/candles", params={**params, **({"page_token": token} if token else {})})
+        assert page.status_code == 200, page.text
+        body = page.json()
+        candles += body["candles"]
+        token = body["next_page_token"]
+        if token is None:
+            return candles
