@@ -16,6 +16,7 @@ WORKDIR /app
 COPY pyproject.toml uv.lock README.md ./
 RUN uv sync --frozen --no-dev --no-install-project
 
+COPY core ./core
 COPY mdp ./mdp
 COPY serving ./serving
 COPY pipelines ./pipelines

@@ -16,9 +16,9 @@ from typing import Any
 
 import httpx
 
-from mdp.intervals import CANDLE_ASSETS
+from core.config import Settings
+from core.intervals import CANDLE_ASSETS
 from mdp.processes import free_port
-from mdp.settings import Settings
 from mdp.up import Platform, Refused, describe, holder, platform_lock
 
 POLL_SECONDS = 1.0

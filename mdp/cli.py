@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
-from mdp.intervals import CANDLE_ASSETS
-from mdp.settings import get_settings
+from core.config import get_settings
+from core.intervals import CANDLE_ASSETS
 
 SUITES = ["ingest", "candles", "serve", "freshness", "capacity", "lake", "import", "soak"]
 DEFAULT_SUITES = SUITES[:-1]  # the soak runs when asked for
@@ -163,8 +163,8 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _migrate(_: argparse.Namespace) -> int:
-    from mdp.database import prepare
-    from mdp.embedded import market_database
+    from core.db import prepare
+    from core.embedded import market_database
 
     settings = get_settings()
     with market_database(settings) as url:
@@ -182,7 +182,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from mdp.embedded import market_database
+    from core.embedded import market_database
     from serving.app import MissingCredentials, check_credentials
 
     settings = get_settings()

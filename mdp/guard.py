@@ -102,7 +102,7 @@ def main() -> None:
             return
     end_sessions(sessions)
     if postgres is not None:
-        from mdp.embedded import stop_if_unused
+        from core.embedded import stop_if_unused
 
         stop_if_unused(postgres)
 

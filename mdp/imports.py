@@ -23,10 +23,10 @@ from pathlib import Path
 import msgspec
 import polars as pl
 
-from mdp.database import Connection, connect, prepare
-from mdp.embedded import market_database
-from mdp.intervals import CANDLE_ASSETS
-from mdp.settings import Settings
+from core.config import Settings
+from core.db import Connection, connect, prepare
+from core.embedded import market_database
+from core.intervals import CANDLE_ASSETS
 from pipelines.candles import lock_candles
 from pipelines.trade_files import (
     CHUNK_BYTES,

@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mdp.database import Connection, query
-from mdp.intervals import INTERVALS
+from core.db import Connection, query
+from core.intervals import INTERVALS
 
 EVER = (datetime(1970, 1, 2, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
 

@@ -32,11 +32,11 @@ from typing import IO, Any
 import httpx
 import psutil
 
-from mdp.database import create_database, dagster_storage_url, prepare, with_database
-from mdp.embedded import EmbeddedPostgres
+from core.config import Settings
+from core.db import create_database, dagster_storage_url, prepare, with_database
+from core.embedded import EmbeddedPostgres
 from mdp.guard import Guard
 from mdp.processes import free_port
-from mdp.settings import Settings
 
 STOP_GRACE_SECONDS = 8.0
 FIRST_STOPPED = ("feeder", "daemon")

@@ -15,8 +15,8 @@ import adbc_driver_postgresql.dbapi as adbc
 import polars as pl
 from psycopg import sql
 
-from mdp.database import CANDLES_LOCK_KEY, Connection, libpq_url, query
-from mdp.intervals import INTERVALS
+from core.db import CANDLES_LOCK_KEY, Connection, libpq_url, query
+from core.intervals import INTERVALS
 
 ROLLUP_INTERVALS = ("5m", "15m", "1h", "1d")
 

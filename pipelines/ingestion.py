@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 
-from mdp.database import Connection, query
-from mdp.intervals import INTERVALS
+from core.db import Connection, query
+from core.intervals import INTERVALS
 from pipelines.candles import announce, lock_candles
 
 DEFAULT_MAX_ROWS = 50_000

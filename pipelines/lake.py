@@ -13,7 +13,7 @@ import duckdb
 import polars as pl
 from psycopg import sql
 
-from mdp.intervals import INTERVALS
+from core.intervals import INTERVALS
 from pipelines.candles import day_window, read_arrow
 
 DATABASE_FILE = "lake.duckdb"

@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from mdp.database import migration_ids
-from mdp.settings import Settings, get_settings
+from core.config import Settings, get_settings
+from core.db import migration_ids
 from serving.candle_cache import CandleCache
 from serving.db import make_pool
 from serving.errors import DATABASE_UNAVAILABLE, install_error_handlers

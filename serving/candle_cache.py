@@ -25,8 +25,8 @@ from prometheus_client import Counter
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from mdp.database import query
-from mdp.intervals import INTERVALS
+from core.db import query
+from core.intervals import INTERVALS
 
 BUCKETS_PER_BLOCK = 1440
 MAX_BLOCKS_PER_READ = 8  # a longer range is read directly (a year of sparse 1m bars, say)

@@ -10,7 +10,7 @@ from fastapi import Depends, Request
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from mdp.database import libpq_url
+from core.db import libpq_url
 
 CHECK_EVERY_SECONDS = 1.0
 _last_checked: WeakKeyDictionary[AsyncConnection[Any], float] = WeakKeyDictionary()

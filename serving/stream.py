@@ -11,7 +11,7 @@ import logging
 
 import psycopg
 
-from mdp.database import libpq_url
+from core.db import libpq_url
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mdp.database import Connection
+from core.db import Connection
 from mdp.reconcile import candle_differences
 from mdp.reconcile import reference_candles as reference
 

@@ -14,7 +14,8 @@ import httpx
 import psycopg
 import pytest
 
-from mdp.database import (
+from core.config import DEFAULT_SYMBOLS
+from core.db import (
     Connection,
     connect,
     create_database,
@@ -23,9 +24,8 @@ from mdp.database import (
     prepare,
     with_database,
 )
-from mdp.embedded import EmbeddedPostgres
+from core.embedded import EmbeddedPostgres
 from mdp.processes import api_server
-from mdp.settings import DEFAULT_SYMBOLS
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # dagster, dagster-daemon

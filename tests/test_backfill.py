@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from mdp.database import Connection
+from core.db import Connection
 from pipelines.ingestion import drain_inbox
 from tests.candle_reference import assert_candles_match_trades
 from tests.conftest import ROOT

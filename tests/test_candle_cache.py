@@ -11,7 +11,7 @@ import httpx
 import polars as pl
 from prometheus_client.parser import text_string_to_metric_families as parse_prometheus
 
-from mdp.database import Connection
+from core.db import Connection
 from pipelines.candles import recompute_day
 from pipelines.ingestion import drain_inbox
 from tests.support import all_candles, send, tick

@@ -9,8 +9,8 @@ from typing import Any
 
 import httpx
 
-from mdp.database import Connection
-from mdp.intervals import INTERVALS
+from core.db import Connection
+from core.intervals import INTERVALS
 from pipelines.candles import recompute_day
 from pipelines.ingestion import drain_inbox
 from tests.candle_reference import assert_candles_match_trades

@@ -19,7 +19,7 @@ import httpx
 import psutil
 import pytest
 
-from mdp.database import connect, migration_ids
+from core.db import connect, migration_ids
 from mdp.processes import free_port, spawn_mdp, stop, wait_until_live
 from tests.support import tick
 
@@ -273,7 +273,7 @@ def test_a_clean_stop_after_a_crash_stops_the_database(tmp_path: Path) -> None:
 CRASHING_USER = """
 import os, signal, sys
 from pathlib import Path
-from mdp.embedded import EmbeddedPostgres
+from core.embedded import EmbeddedPostgres
 EmbeddedPostgres(Path(sys.argv[1])).start()
 os.kill(os.getpid(), signal.SIGKILL)
 """

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from mdp.database import Connection
+from core.db import Connection
 from pipelines.ingestion import drain_inbox, record_idle_cycle
 from tests.support import send, tick
 

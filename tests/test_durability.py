@@ -20,8 +20,8 @@ import httpx
 import psutil
 import pytest
 
-from mdp.database import CANDLES_LOCK_KEY, Connection, connect, prepare
-from mdp.embedded import EmbeddedPostgres
+from core.db import CANDLES_LOCK_KEY, Connection, connect, prepare
+from core.embedded import EmbeddedPostgres
 from mdp.processes import api_server, free_port, spawn_mdp, stop, wait_until_live
 from mdp.reconcile import read_ack_log, unpromoted
 from pipelines.ingestion import drain_inbox

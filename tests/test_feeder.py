@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
 
-from mdp.database import Connection
+from core.db import Connection
 from mdp.feeder import FeedConfig, run_feed
 from mdp.reconcile import read_ack_log
 from tests.conftest import PASSWORD, SYMBOLS, USER

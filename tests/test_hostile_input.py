@@ -19,9 +19,9 @@ from fastapi.security import HTTPBasicCredentials
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mdp.database import Connection
+from core.config import Settings
+from core.db import Connection
 from mdp.processes import free_port, spawn_mdp, stop, wait_until_live
-from mdp.settings import Settings
 from pipelines.candles import candles_from_trades, roll_up, width_us
 from pipelines.ingestion import drain_inbox
 from serving.auth import require_ingest_credentials

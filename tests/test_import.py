@@ -18,7 +18,7 @@ from typing import Any
 
 import polars as pl
 
-from mdp.database import Connection
+from core.db import Connection
 from pipelines.candles import recompute_day
 from tests.candle_reference import assert_candles_match_trades
 from tests.conftest import ROOT

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from mdp.database import Connection
+from core.db import Connection
 from tests.conftest import PASSWORD, USER
 from tests.support import tick
 

@@ -17,8 +17,8 @@ import duckdb
 import httpx
 import pytest
 
-from mdp.database import Connection
-from mdp.intervals import INTERVALS
+from core.db import Connection
+from core.intervals import INTERVALS
 from pipelines.candles import recompute_day
 from pipelines.defs.lake import candles_lake
 from pipelines.defs.resources import MarketDatabase
@@ -171,7 +171,7 @@ def test_mdp_sql_on_an_empty_lake_and_a_bad_query(tmp_path: Path) -> None:
 def test_the_candles_lake_asset_exports_its_partitions_and_the_duckdb_file(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mdp.settings import get_settings
+    from core.config import get_settings
 
     monkeypatch.setenv("LAKE_DIR", str(tmp_path))
     get_settings.cache_clear()

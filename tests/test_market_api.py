@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from mdp.database import Connection
-from mdp.intervals import INTERVALS
+from core.db import Connection
+from core.intervals import INTERVALS
 from pipelines.ingestion import drain_inbox
 from tests.candle_reference import reference
 from tests.support import all_candles, send, tick

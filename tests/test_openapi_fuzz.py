@@ -23,7 +23,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from mdp.database import Connection
+from core.db import Connection
 from pipelines.ingestion import drain_inbox
 from tests.conftest import PASSWORD, USER
 from tests.support import send, tick

@@ -7,7 +7,7 @@ import httpx
 from prometheus_client.openmetrics import parser as openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_prometheus
 
-from mdp.database import Connection
+from core.db import Connection
 from mdp.processes import api_server
 from pipelines.ingestion import drain_inbox, record_idle_cycle
 from tests.conftest import api_env

@@ -12,8 +12,8 @@ import dagster as dg
 import httpx
 import pytest
 
-from mdp.database import Connection, connect
-from mdp.intervals import CANDLE_ASSETS, INTERVALS
+from core.db import Connection, connect
+from core.intervals import CANDLE_ASSETS, INTERVALS
 from pipelines.definitions import defs
 from pipelines.defs.candles import candles
 from pipelines.defs.ingestion import (

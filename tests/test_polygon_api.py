@@ -12,7 +12,7 @@ import pytest
 from massive import RESTClient
 from massive.exceptions import BadResponse
 
-from mdp.database import Connection
+from core.db import Connection
 from pipelines.ingestion import drain_inbox
 from tests.candle_reference import reference
 from tests.support import send, tick

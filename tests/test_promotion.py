@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime
 
 import httpx
 
-from mdp.database import Connection
+from core.db import Connection
 from pipelines.ingestion import promote_batch
 from tests.support import tick
 

@@ -11,8 +11,8 @@ import httpx
 import psycopg
 import pytest
 
-from mdp.database import Connection, connect, create_database, migration_ids, prepare, with_database
-from mdp.intervals import INTERVALS, Interval
+from core.db import Connection, connect, create_database, migration_ids, prepare, with_database
+from core.intervals import INTERVALS, Interval
 from mdp.processes import api_server
 from tests.conftest import SYMBOLS, api_env
 

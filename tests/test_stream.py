@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from mdp.database import Connection
+from core.db import Connection
 from mdp.processes import api_server
 from pipelines.ingestion import drain_inbox
 from tests.conftest import PASSWORD, USER, api_env

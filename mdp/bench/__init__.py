@@ -10,9 +10,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from mdp.database import connect, create_database, prepare, with_database
-from mdp.embedded import EmbeddedPostgres
-from mdp.settings import Settings
+from core.config import Settings
+from core.db import connect, create_database, prepare, with_database
+from core.embedded import EmbeddedPostgres
 
 BENCH_DATABASE = "mdp_bench"
 

@@ -9,10 +9,10 @@ import time
 from datetime import date
 from typing import Any
 
+from core.config import Settings
+from core.db import connect, query
+from core.intervals import INTERVALS
 from mdp.bench import best_of
-from mdp.database import connect, query
-from mdp.intervals import INTERVALS
-from mdp.settings import Settings
 from pipelines.candles import day_window, read_day_trades, recompute_day
 from pipelines.ingestion import promote_batch
 

@@ -24,10 +24,10 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from core.config import Settings
+from core.db import connect
 from mdp.bench.load import exchange, request_bytes
 from mdp.bench.up import Platform, cpu_seconds, running_platform
-from mdp.database import connect
-from mdp.settings import Settings
 from pipelines.candles import recompute_day
 
 BATCH = 500  # ticks per POST

@@ -16,10 +16,10 @@ from typing import Any
 
 import httpx
 
+from core.config import Settings
+from core.db import Connection, connect
 from mdp.bench.up import running_platform
-from mdp.database import Connection, connect
 from mdp.processes import spawn_mdp, stop
-from mdp.settings import Settings
 
 PROBE = "PROBE"  # a symbol of the probes' own, so the feed does not blur what they measure
 PROBES = 60

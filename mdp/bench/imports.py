@@ -16,10 +16,10 @@ from typing import Any
 import polars as pl
 import psutil
 
+from core.config import Settings
+from core.db import connect, create_database, dagster_storage_url, drop_database, with_database
+from core.intervals import CANDLE_ASSETS
 from mdp.bench.up import DAGSTER_DATABASE
-from mdp.database import connect, create_database, dagster_storage_url, drop_database, with_database
-from mdp.intervals import CANDLE_ASSETS
-from mdp.settings import Settings
 from pipelines.trade_files import POLYGON_COLUMNS
 
 DAYS = (date(2026, 1, 5), date(2026, 1, 6))

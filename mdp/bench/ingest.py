@@ -13,10 +13,10 @@ from typing import Any
 
 import msgspec
 
+from core.config import Settings
+from core.db import connect
 from mdp.bench.load import request_bytes, run_load
-from mdp.database import connect
 from mdp.processes import api_server
-from mdp.settings import Settings
 from serving.inbox import COPY_TYPES, INBOX_COLUMNS
 
 BATCH_SIZE = 5_000

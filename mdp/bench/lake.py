@@ -11,9 +11,9 @@ from typing import Any
 
 import duckdb
 
+from core.config import Settings
+from core.db import connect
 from mdp.bench import best_of
-from mdp.database import connect
-from mdp.settings import Settings
 from pipelines.candles import day_window
 from pipelines.lake import define_views, export_day
 

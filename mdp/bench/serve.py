@@ -11,11 +11,11 @@ from typing import Any
 
 import httpx
 
+from core.config import Settings
+from core.db import connect, query
 from mdp.bench.candles import DAY, seed_day
 from mdp.bench.load import request_bytes, run_load
-from mdp.database import connect, query
 from mdp.processes import api_server
-from mdp.settings import Settings
 from pipelines.candles import day_window, recompute_day
 
 REQUESTS = 3000

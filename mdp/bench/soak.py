@@ -19,12 +19,12 @@ from typing import Any
 import httpx
 import psutil
 
+from core.config import Settings
+from core.db import connect
 from mdp.bench.freshness import ack_to_materialized
 from mdp.bench.up import Platform, cpu_seconds, running_platform
-from mdp.database import connect
 from mdp.feeder import FeedConfig, FeedStats, run_feed
 from mdp.reconcile import candle_differences, read_ack_log, unpromoted
-from mdp.settings import Settings
 
 READERS = 4  # concurrent readers, each pausing READ_PAUSE between requests
 READ_PAUSE = 0.05

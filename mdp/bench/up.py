@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from mdp.database import (
+from core.db import (
     connect,
     create_database,
     dagster_storage_url,

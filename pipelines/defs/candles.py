@@ -10,9 +10,9 @@ from typing import Any
 
 import dagster as dg
 
-from mdp.database import query
-from mdp.intervals import INTERVALS, candle_asset
-from mdp.settings import get_settings
+from core.config import get_settings
+from core.db import query
+from core.intervals import INTERVALS, candle_asset
 from pipelines.candles import day_window, recompute_day
 from pipelines.defs.resources import MarketDatabase
 

@@ -17,8 +17,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
-from mdp.intervals import INTERVALS, candle_asset
-from mdp.settings import get_settings
+from core.config import get_settings
+from core.intervals import INTERVALS, candle_asset
 from pipelines.defs.candles import daily_partitions
 from pipelines.defs.resources import MarketDatabase
 from pipelines.ingestion import DEFAULT_MAX_ROWS, PromotedBatch, beating, drain_continuously

@@ -6,8 +6,8 @@ from datetime import UTC, date, timedelta
 
 import dagster as dg
 
-from mdp.intervals import CANDLE_ASSETS
-from mdp.settings import get_settings
+from core.config import get_settings
+from core.intervals import CANDLE_ASSETS
 from pipelines.defs.candles import daily_partitions
 from pipelines.defs.ingestion import ingest_trades_job
 from pipelines.defs.resources import MarketDatabase

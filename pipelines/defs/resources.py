@@ -3,7 +3,7 @@
 
 import dagster as dg
 
-from mdp.database import Connection, connect
+from core.db import Connection, connect
 
 
 class MarketDatabase(dg.ConfigurableResource):  # type: ignore[type-arg]

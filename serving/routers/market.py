@@ -12,8 +12,8 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, st
 from psycopg import AsyncConnection
 from pydantic import BaseModel
 
-from mdp.database import query
-from mdp.intervals import INTERVALS, Interval
+from core.db import query
+from core.intervals import INTERVALS, Interval
 from serving.candle_cache import Candle as CacheCandle
 from serving.candle_cache import CandleCache, Page
 from serving.db import Pool
@@ -23,7 +23,7 @@ from serving.ticks import EARLIEST
 router = APIRouter(tags=["market data"])
 
 LATEST = datetime.max.replace(tzinfo=UTC)
-# The example is a symbol registered by default (mdp.settings.DEFAULT_SYMBOLS).
+# The example is a symbol registered by default (core.config.DEFAULT_SYMBOLS).
 PathSymbol = Annotated[str, Path(examples=["AAPL"])]
 QuerySymbol = Annotated[str, Query(examples=["AAPL"])]
 SYMBOL_READ = refusals(404, 422, 503)  # what a read about one symbol can refuse

@@ -15,7 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.openmetrics import exposition as openmetrics
 from pydantic import BaseModel
 
-from mdp.database import query
+from core.db import query
 from serving.errors import DATABASE_UNAVAILABLE
 from serving.metrics import latency_summary, registry
 

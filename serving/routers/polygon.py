@@ -14,8 +14,8 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, st
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from mdp.database import query
-from mdp.intervals import INTERVALS
+from core.db import query
+from core.intervals import INTERVALS
 from serving.db import Pool
 from serving.errors import refusals
 from serving.routers.market import PathSymbol, known_symbol, shifted

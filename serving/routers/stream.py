@@ -13,8 +13,8 @@ from fastapi import APIRouter, Header, HTTPException, Request, status
 from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from mdp.database import CANDLES_LOCK_KEY, query
-from mdp.intervals import Interval
+from core.db import CANDLES_LOCK_KEY, query
+from core.intervals import Interval
 from serving.auth import IngestAuth
 from serving.db import Pool
 from serving.errors import refusals

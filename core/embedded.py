@@ -21,8 +21,8 @@ from typing import IO, Any, Literal
 
 import psutil
 
-from mdp.database import create_database, with_database
-from mdp.settings import Settings
+from core.config import Settings
+from core.db import create_database, with_database
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
