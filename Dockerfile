@@ -23,7 +23,9 @@ COPY pipelines ./pipelines
 COPY sql ./sql
 COPY workspace.yaml dagster.yaml ./
 COPY deploy ./deploy
-RUN uv sync --frozen --no-dev \
+# Installed like any user installs it (a built wheel, not this folder): SQL and Dagster's files
+# ship inside the package.
+RUN uv sync --frozen --no-dev --no-editable \
     && mkdir -p "$DAGSTER_HOME" \
     && cp dagster.yaml "$DAGSTER_HOME/dagster.yaml"
 

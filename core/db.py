@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 from functools import cache
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg.rows import TupleRow
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "sql"
+from core.files import shipped
+
+MIGRATIONS_DIR = shipped("sql")
 
 _SCHEME = re.compile(r"^postgres(?:ql)?(?:\+\w+)?://")
 

@@ -35,12 +35,12 @@ import psutil
 from core.config import Settings
 from core.db import create_database, dagster_storage_url, prepare, with_database
 from core.embedded import EmbeddedPostgres
+from core.files import shipped
 from mdp.guard import Guard
 from mdp.processes import free_port
 
 STOP_GRACE_SECONDS = 8.0
 FIRST_STOPPED = ("feeder", "daemon")
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DAGSTER_DATABASE = "dagster"
 EXIT_FAILED = 1
 EXIT_REFUSED = 2
@@ -289,7 +289,7 @@ def dagster_instance(
     DAGSTER_PG_URL when set, else a `dagster` database on the market database's server."""
     home = (settings.dagster_home or settings.data_dir / "dagster").resolve()
     home.mkdir(parents=True, exist_ok=True)
-    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(shipped("dagster.yaml"), home / "dagster.yaml")
     storage = os.environ.get("DAGSTER_PG_URL")
     if not storage:
         if embedded is not None:
@@ -419,7 +419,6 @@ def _spawn(name: str, command: list[str], env: dict[str, str], log: Path | None 
         process = subprocess.Popen(
             command,
             env=env,
-            cwd=PROJECT_ROOT,
             start_new_session=True,
             stdout=output,
             stderr=subprocess.STDOUT if output else None,
