@@ -14,6 +14,7 @@ from core.config import Settings, get_settings
 from core.db import migration_ids
 from serving.candle_cache import CandleCache
 from serving.db import make_pool
+from serving.deps import Services, services
 from serving.errors import DATABASE_UNAVAILABLE, install_error_handlers
 from serving.inbox import InboxWriter
 from serving.metrics import RequestMetrics
@@ -41,18 +42,18 @@ def check_credentials(settings: Settings) -> None:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    pool = app.state.pool
-    await pool.open(wait=False)
-    app.state.inbox.start()
-    app.state.stream.start()
+    shared = services(app)
+    await shared.pool.open(wait=False)
+    shared.inbox.start()
+    shared.stream.start()
     with suppress(*DATABASE_UNAVAILABLE):
-        await app.state.symbols.refresh()
+        await shared.symbols.refresh()
     try:
         yield
     finally:
-        await app.state.stream.stop()
-        await app.state.inbox.stop()
-        await pool.close()
+        await shared.stream.stop()
+        await shared.inbox.stop()
+        await shared.pool.close()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -66,14 +67,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Durable trade ingest, OHLCV candles and market-data reads.",
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.started_at = datetime.now(UTC)
-    app.state.pool = make_pool(settings.database_url)
-    app.state.inbox = InboxWriter(app.state.pool)
-    app.state.symbols = SymbolRegistry(app.state.pool)
-    app.state.stream = StreamHub(settings.database_url)
-    app.state.candle_cache = CandleCache(app.state.pool)
-    app.state.expected_migrations = migration_ids()
+    pool = make_pool(settings.database_url)
+    app.state.services = Services(
+        settings=settings,
+        started_at=datetime.now(UTC),
+        pool=pool,
+        inbox=InboxWriter(pool),
+        symbols=SymbolRegistry(pool),
+        stream=StreamHub(settings.database_url),
+        candle_cache=CandleCache(pool),
+        expected_migrations=migration_ids(),
+    )
     install_error_handlers(app)
     app.include_router(ingest.router)
     app.include_router(market.router)

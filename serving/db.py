@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Any
 from weakref import WeakKeyDictionary
 
-from fastapi import Depends, Request
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
@@ -39,11 +38,3 @@ def make_pool(database_url: str) -> AsyncConnectionPool:
         open=False,
         name="market",
     )
-
-
-async def _pool(request: Request) -> AsyncConnectionPool:  # a coroutine: no thread-pool hop
-    pool: AsyncConnectionPool = request.app.state.pool
-    return pool
-
-
-Pool = Annotated[AsyncConnectionPool, Depends(_pool)]

@@ -8,7 +8,6 @@ import asyncio
 import secrets
 import socket
 import subprocess
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -53,10 +52,9 @@ def test_both_credential_parts_are_always_compared_in_constant_time(
 
     monkeypatch.setattr("serving.auth.secrets.compare_digest", compare_digest)
     settings = Settings(ingest_username=USER, ingest_password=PASSWORD)  # type: ignore[arg-type]
-    request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(settings=settings)))
     with pytest.raises(HTTPException) as refused:
         given = HTTPBasicCredentials(username=user, password=password)
-        asyncio.run(require_ingest_credentials(request, given))  # type: ignore[arg-type]
+        asyncio.run(require_ingest_credentials(settings, given))
     assert refused.value.status_code == 401
     assert compared == [(user.encode(), USER.encode()), (password.encode(), PASSWORD.encode())]
 

@@ -45,3 +45,13 @@ def test_the_checks_see_an_upward_import(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from mdp.cli import main\n    import serving.app\n")
     assert imported_packages(module) & OURS == {"mdp", "serving"}
+
+
+def test_routers_share_through_dependencies_not_through_each_other() -> None:
+    crossings = {
+        f"{path.name} imports {node.module}"
+        for path in sorted((ROOT / "serving" / "routers").glob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("serving.routers")
+    }
+    assert crossings == set()

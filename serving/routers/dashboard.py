@@ -7,8 +7,10 @@ import html
 from functools import cache
 from pathlib import Path
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
+
+from serving.deps import AppSettings
 
 ASSETS = Path(__file__).resolve().parent.parent / "dashboard"
 
@@ -21,6 +23,6 @@ def _page() -> str:
 
 
 @router.get("/dashboard", response_class=HTMLResponse)
-async def dashboard(request: Request) -> HTMLResponse:
-    dagster_url = html.escape(request.app.state.settings.dagster_url, quote=True)
+async def dashboard(settings: AppSettings) -> HTMLResponse:
+    dagster_url = html.escape(settings.dagster_url, quote=True)
     return HTMLResponse(_page().replace("__DAGSTER_URL__", dagster_url))

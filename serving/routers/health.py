@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from serving.deps import App
 from serving.errors import DATABASE_UNAVAILABLE
 
 router = APIRouter(prefix="/health", tags=["ops"])
@@ -37,10 +38,10 @@ async def liveness() -> Liveness:
         503: {"model": Readiness, "description": "Database unreachable or migrations pending"}
     },
 )
-async def readiness(request: Request) -> JSONResponse:
-    expected: list[str] = request.app.state.expected_migrations
+async def readiness(app: App) -> JSONResponse:
+    expected = app.expected_migrations
     try:
-        async with request.app.state.pool.connection() as conn:
+        async with app.pool.connection() as conn:
             started = time.perf_counter()
             cur = await conn.execute(
                 "SELECT migration_id FROM _yoyo_migration WHERE migration_id = ANY(%s)", (expected,)

@@ -10,7 +10,9 @@ from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel
 
 from serving.auth import IngestAuth
+from serving.deps import App, Services
 from serving.errors import refusals
+from serving.symbols import SymbolRegistry
 from serving.ticks import InboxRow, InvalidTicks, Tick, parse_ticks
 
 router = APIRouter(
@@ -47,9 +49,9 @@ class Accepted(BaseModel):
     status_code=status.HTTP_202_ACCEPTED,
     openapi_extra=_body({"application/json": {"schema": TICK_SCHEMA, "example": TICK_EXAMPLE}}),
 )
-async def ingest_tick(request: Request) -> Accepted:
+async def ingest_tick(request: Request, app: App) -> Accepted:
     """One tick as a JSON object. `202` means it is committed in PostgreSQL."""
-    return await _ingest(request, batch=False)
+    return await _ingest(request, app, batch=False)
 
 
 @router.post(
@@ -65,23 +67,24 @@ async def ingest_tick(request: Request) -> Accepted:
         }
     ),
 )
-async def ingest_ticks(request: Request) -> Accepted:
+async def ingest_ticks(request: Request, app: App) -> Accepted:
     """A JSON array of ticks, or NDJSON. Atomic: one bad tick refuses the batch."""
-    return await _ingest(request, batch=True)
+    return await _ingest(request, app, batch=True)
 
 
-async def _ingest(request: Request, *, batch: bool) -> Accepted:
-    body = await _read_body(request, request.app.state.settings.ingest_max_body_bytes)
+async def _ingest(request: Request, app: Services, *, batch: bool) -> Accepted:
+    body = await _read_body(request, app.settings.ingest_max_body_bytes)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     rows = await _validate(
-        request, body, batch=batch, ndjson=batch and content_type in NDJSON_TYPES
+        app.symbols, body, batch=batch, ndjson=batch and content_type in NDJSON_TYPES
     )
-    await request.app.state.inbox.append(rows)
+    await app.inbox.append(rows)
     return Accepted(accepted=len(rows))
 
 
-async def _validate(request: Request, body: bytes, *, batch: bool, ndjson: bool) -> list[InboxRow]:
-    registry = request.app.state.symbols
+async def _validate(
+    registry: SymbolRegistry, body: bytes, *, batch: bool, ndjson: bool
+) -> list[InboxRow]:
     try:
         return parse_ticks(body, batch=batch, ndjson=ndjson, symbols=registry.symbols, now=_now())
     except InvalidTicks as exc:

@@ -8,23 +8,30 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Annotated, Any
 
 import msgspec
-from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from psycopg import AsyncConnection
 from pydantic import BaseModel
 
 from core.db import query
 from core.intervals import INTERVALS, Interval
 from serving.candle_cache import Candle as CacheCandle
-from serving.candle_cache import CandleCache, Page
-from serving.db import Pool
+from serving.candle_cache import Page
+from serving.deps import (
+    LATEST,
+    Cache,
+    PathSymbol,
+    Pool,
+    Registry,
+    Stream,
+    known_symbol,
+    shifted,
+    utc,
+)
 from serving.errors import refusals
-from serving.ticks import EARLIEST
 
 router = APIRouter(tags=["market data"])
 
-LATEST = datetime.max.replace(tzinfo=UTC)
 # The example is a symbol registered by default (core.config.DEFAULT_SYMBOLS).
-PathSymbol = Annotated[str, Path(examples=["AAPL"])]
 QuerySymbol = Annotated[str, Query(examples=["AAPL"])]
 SYMBOL_READ = refusals(404, 422, 503)  # what a read about one symbol can refuse
 
@@ -99,37 +106,6 @@ class CandlesPage(BaseModel):
     next_page_token: str | None
 
 
-async def known_symbol(request: Request, symbol: str) -> str:
-    registry = request.app.state.symbols
-    if symbol not in registry.symbols:
-        await registry.refresh()
-        if symbol not in registry.symbols:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown symbol {symbol!r}")
-    return symbol
-
-
-def utc(moment: datetime, name: str) -> datetime:
-    """A caller's time in UTC; a 422 without a zone offset or outside the years 1 to 9999 in UTC."""
-    if moment.tzinfo is None:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, f"{name} needs a zone offset (e.g. Z)"
-        )
-    try:
-        return moment.astimezone(UTC)
-    except OverflowError:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, f"{name} is out of range in UTC"
-        ) from None
-
-
-def shifted(moment: datetime, by: timedelta) -> datetime:
-    """`moment + by`, held within the years 1 to 9999: a far-out bound stays as far as can be."""
-    try:
-        return moment + by
-    except OverflowError:
-        return LATEST if by > timedelta(0) else EARLIEST
-
-
 @router.get("/symbols", responses=refusals(503))
 async def symbols(pool: Pool) -> Symbols:
     async with pool.connection() as conn:
@@ -142,8 +118,8 @@ async def symbols(pool: Pool) -> Symbols:
     )
 
 
-async def _ticker(request: Request, pool: Pool, symbol: str) -> Ticker:
-    await known_symbol(request, symbol)
+async def _ticker(registry: Registry, pool: Pool, symbol: str) -> Ticker:
+    await known_symbol(registry, symbol)
     today = datetime.now(UTC).date()
     start = datetime.combine(today - timedelta(days=1), time(), UTC)
     async with pool.connection() as conn:
@@ -181,15 +157,15 @@ async def _ticker(request: Request, pool: Pool, symbol: str) -> Ticker:
 
 
 @router.get("/tickers/{symbol}", responses=SYMBOL_READ)
-async def ticker(request: Request, pool: Pool, symbol: PathSymbol) -> Ticker:
+async def ticker(registry: Registry, pool: Pool, symbol: PathSymbol) -> Ticker:
     """The latest trade and today's open, high, low, last, volume and change."""
-    return await _ticker(request, pool, symbol)
+    return await _ticker(registry, pool, symbol)
 
 
 @router.get("/tickets/{symbol}", responses=SYMBOL_READ, deprecated=True)
-async def ticket(request: Request, pool: Pool, symbol: PathSymbol) -> Ticker:
+async def ticket(registry: Registry, pool: Pool, symbol: PathSymbol) -> Ticker:
     """The older spelling of `/tickers/{symbol}`, kept for existing clients."""
-    return await _ticker(request, pool, symbol)
+    return await _ticker(registry, pool, symbol)
 
 
 def _cursor(before: str | None) -> tuple[datetime, int]:
@@ -206,9 +182,9 @@ def _cursor(before: str | None) -> tuple[datetime, int]:
 
 
 async def _history(
-    request: Request, pool: Pool, symbol: str, limit: int, before: str | None
+    registry: Registry, pool: Pool, symbol: str, limit: int, before: str | None
 ) -> TradeHistory:
-    await known_symbol(request, symbol)
+    await known_symbol(registry, symbol)
     ts, seq = _cursor(before)
     params = {"symbol": symbol, "ts": ts, "seq": seq, "limit": limit + 1}
     async with pool.connection() as conn:
@@ -225,18 +201,26 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
 
 @router.get("/tickers/{symbol}/history", responses=SYMBOL_READ)
 async def history(
-    request: Request, pool: Pool, symbol: PathSymbol, limit: Limit = 100, before: str | None = None
+    registry: Registry,
+    pool: Pool,
+    symbol: PathSymbol,
+    limit: Limit = 100,
+    before: str | None = None,
 ) -> TradeHistory:
     """Canonical trades, newest first; page with `before` = the previous page's `next_before`."""
-    return await _history(request, pool, symbol, limit, before)
+    return await _history(registry, pool, symbol, limit, before)
 
 
 @router.get("/tickets/{symbol}/history", responses=SYMBOL_READ, deprecated=True)
 async def ticket_history(
-    request: Request, pool: Pool, symbol: PathSymbol, limit: Limit = 100, before: str | None = None
+    registry: Registry,
+    pool: Pool,
+    symbol: PathSymbol,
+    limit: Limit = 100,
+    before: str | None = None,
 ) -> TradeHistory:
     """The older spelling of `/tickers/{symbol}/history`."""
-    return await _history(request, pool, symbol, limit, before)
+    return await _history(registry, pool, symbol, limit, before)
 
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
@@ -258,6 +242,9 @@ ARROW_STREAM = "application/vnd.apache.arrow.stream"
 async def candles(
     request: Request,
     pool: Pool,
+    registry: Registry,
+    cache: Cache,
+    stream: Stream,
     symbol: QuerySymbol,
     interval: Interval = "1m",
     start: datetime | None = None,
@@ -268,7 +255,7 @@ async def candles(
     """OHLCV candles with `bucket_start` in [start, end), oldest first (defaults: the last day).
     The bucket still filling, and any bucket with trades accepted but not yet materialized,
     comes merged with those trades and `is_final: false`."""
-    await known_symbol(request, symbol)
+    await known_symbol(registry, symbol)
     end = utc(end, "end") if end else datetime.now(UTC)
     start = utc(start, "start") if start else shifted(end, -timedelta(days=1))
     if start > end:
@@ -287,8 +274,7 @@ async def candles(
             rows, more = await _read_candles(conn, symbol, interval, start, end, limit)
         headers = {"Next-Page-Token": rows[-1].bucket_start} if more else None
         return Response(_arrow(rows), media_type=ARROW_STREAM, headers=headers)
-    cache: CandleCache = request.app.state.candle_cache
-    page = await cache.page(symbol, interval, start, end, limit, request.app.state.stream.changes)
+    page = await cache.page(symbol, interval, start, end, limit, stream.changes)
     if page is None:  # read directly: late trades pending in the range, or a long range
         async with pool.connection() as conn:
             rows, more = await _read_candles(conn, symbol, interval, start, end, limit)

@@ -16,6 +16,7 @@ from prometheus_client.openmetrics import exposition as openmetrics
 from pydantic import BaseModel
 
 from core.db import query
+from serving.deps import App, Services
 from serving.errors import DATABASE_UNAVAILABLE
 from serving.metrics import latency_summary, registry
 
@@ -88,9 +89,9 @@ class Snapshot:
     now: datetime | None = None
 
 
-async def _snapshot(request: Request) -> Snapshot:
+async def _snapshot(app: Services) -> Snapshot:
     try:
-        async with request.app.state.pool.connection() as conn:
+        async with app.pool.connection() as conn:
             started = time.perf_counter()
             row = await (await conn.execute(query("platform_snapshot"))).fetchone()
             latency = (time.perf_counter() - started) * 1000
@@ -109,9 +110,8 @@ async def _snapshot(request: Request) -> Snapshot:
     )
 
 
-def _status(request: Request, snap: Snapshot) -> IngestionStatus:
-    settings = request.app.state.settings
-    started_at: datetime = request.app.state.started_at
+def _status(app: Services, snap: Snapshot) -> IngestionStatus:
+    settings, started_at = app.settings, app.started_at
     threshold = 3 * settings.ingestion_interval_seconds
     age = since_trade = None
     if snap.now and snap.heartbeat_at:
@@ -144,9 +144,9 @@ def _status(request: Request, snap: Snapshot) -> IngestionStatus:
     response_model=IngestionStatus,
     responses={503: {"model": IngestionStatus, "description": "Database unreachable"}},
 )
-async def ingestion_status(request: Request) -> JSONResponse:
+async def ingestion_status(app: App) -> JSONResponse:
     """Alive while the last ingestion cycle is younger than 3 times INGESTION_INTERVAL_SECONDS."""
-    report = _status(request, await _snapshot(request))
+    report = _status(app, await _snapshot(app))
     code = status.HTTP_200_OK if report.db.healthy else status.HTTP_503_SERVICE_UNAVAILABLE
     return JSONResponse(report.model_dump(mode="json"), status_code=code)
 
@@ -233,9 +233,9 @@ class _Families:
         }
     },
 )
-async def metrics(request: Request) -> Response:
-    snap = await _snapshot(request)
-    ingestion = _status(request, snap)
+async def metrics(request: Request, app: App) -> Response:
+    snap = await _snapshot(app)
+    ingestion = _status(app, snap)
     requests = registry()
     trades, candles, symbols, pending = snap.counts
     report = Metrics(

@@ -16,9 +16,8 @@ from pydantic import BaseModel
 
 from core.db import query
 from core.intervals import INTERVALS
-from serving.db import Pool
+from serving.deps import PathSymbol, Pool, Registry, known_symbol, shifted
 from serving.errors import refusals
-from serving.routers.market import PathSymbol, known_symbol, shifted
 
 router = APIRouter(prefix="/v2", tags=["polygon compatible"])
 
@@ -139,6 +138,7 @@ def _request_id() -> str:
 async def aggregates(
     request: Request,
     pool: Pool,
+    registry: Registry,
     ticker: PathSymbol,
     multiplier: Annotated[int, Path(ge=1, le=100_000)],
     timespan: Timespan,
@@ -163,7 +163,7 @@ async def aggregates(
         "count": 0,
     }
     try:
-        await known_symbol(request, ticker)
+        await known_symbol(registry, ticker)
     except HTTPException:
         return JSONResponse(envelope)
     shape = bar_shape(multiplier, timespan)
@@ -203,10 +203,10 @@ async def aggregates(
         **refusals(422, 503),
     },
 )
-async def last_trade(request: Request, pool: Pool, ticker: PathSymbol) -> Response:
+async def last_trade(registry: Registry, pool: Pool, ticker: PathSymbol) -> Response:
     """The latest trade, Polygon-style (times in Unix nanoseconds, `q` the acceptance order)."""
     try:
-        await known_symbol(request, ticker)
+        await known_symbol(registry, ticker)
     except HTTPException:
         return _not_found()
     async with pool.connection() as conn:

@@ -16,9 +16,8 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from core.db import CANDLES_LOCK_KEY, query
 from core.intervals import Interval
 from serving.auth import IngestAuth
-from serving.db import Pool
+from serving.deps import Pool, Registry, Stream, known_symbol
 from serving.errors import refusals
-from serving.routers.market import known_symbol
 
 router = APIRouter(tags=["stream"])
 
@@ -60,6 +59,8 @@ def _resume_from(last_event_id: str | None) -> tuple[int, int] | None:
 async def stream(
     request: Request,
     pool: Pool,
+    registry: Registry,
+    hub: Stream,
     symbols: str | None = None,
     events: str | None = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
@@ -75,14 +76,13 @@ async def stream(
         )
     wanted = sorted(set(symbols.split(","))) if symbols else None
     for symbol in wanted or []:
-        await known_symbol(request, symbol)
+        await known_symbol(registry, symbol)
     cursor = _resume_from(last_event_id)
     if cursor is None:
         async with pool.connection() as conn:
             row = await (await conn.execute(HEADS)).fetchone()
         assert row is not None
         cursor = (row[0], row[1])
-    hub = request.app.state.stream
 
     async def follow(after_trade: int, after_candle: int) -> AsyncIterator[ServerSentEvent]:
         params: dict[str, Any] = {
@@ -131,10 +131,10 @@ class Announced(BaseModel):
     tags=["internal"],
     responses=refusals(400, 401, 404, 422, 503),
 )
-async def agg_update(request: Request, pool: Pool, update: AggUpdate) -> Announced:
+async def agg_update(registry: Registry, pool: Pool, update: AggUpdate) -> Announced:
     """A pipeline announces candles it changed; /stream readers get their current values."""
     for symbol in {c.symbol for c in update.candles}:
-        await known_symbol(request, symbol)
+        await known_symbol(registry, symbol)
     if any(c.bucket_start.tzinfo is None for c in update.candles):
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, "bucket_start needs a zone offset"
