@@ -20,6 +20,7 @@ from core.config import Settings
 from core.intervals import CANDLE_ASSETS
 from mdp.processes import free_port
 from mdp.up import Platform, Refused, describe, holder, platform_lock
+from pipelines.names import LAKE
 
 POLL_SECONDS = 1.0
 
@@ -62,7 +63,7 @@ class BackfillError(Exception):
 
 
 def run_backfill(settings: Settings, start: date, end: date, select: list[str]) -> int:
-    if unknown := set(select) - set(CANDLE_ASSETS) - {"candles_lake"}:
+    if unknown := set(select) - set(CANDLE_ASSETS) - {LAKE}:
         print(f"mdp backfill: unknown assets {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2
     today = datetime.now(UTC).date()

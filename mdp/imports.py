@@ -28,6 +28,7 @@ from core.db import Connection, connect, prepare
 from core.embedded import market_database
 from core.intervals import CANDLE_ASSETS
 from pipelines.candles import lock_candles
+from pipelines.names import LAKE
 from pipelines.trade_files import (
     CHUNK_BYTES,
     TRADES,
@@ -120,7 +121,7 @@ def run_import(
     from mdp.backfill import run_backfill
 
     for first, last in _spans(days):
-        status = run_backfill(settings, first, last, [*CANDLE_ASSETS, "candles_lake"])
+        status = run_backfill(settings, first, last, [*CANDLE_ASSETS, LAKE])
         if status:
             return status
     return 0

@@ -14,6 +14,7 @@ import pytest
 
 from core.db import Connection, connect
 from core.intervals import CANDLE_ASSETS, INTERVALS
+from pipelines import names
 from pipelines.definitions import defs
 from pipelines.defs.candles import candles
 from pipelines.defs.ingestion import (
@@ -60,6 +61,10 @@ def test_the_code_location_loads_with_the_contracted_names(dagster_env: dict[str
     keys = {spec.key.to_user_string() for spec in loaded.resolve_all_asset_specs()}
     assert keys >= {"trades", *CANDLE_KEYS}
     assert loaded.resolve_job_def("ingest_trades_job")
+    assert keys == set(names.ASSETS)  # what the command line selects is what there is
+    jobs = (names.INGEST_JOB, names.CANDLE_CHECKS_JOB, names.LAKE_JOB, names.FINALIZE_JOB)
+    for job in (*jobs, names.PRUNE_JOB):
+        assert loaded.resolve_job_def(job)
     sensor = loaded.resolve_sensor_def("trade_inbox_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     schedules = (

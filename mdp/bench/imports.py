@@ -20,6 +20,7 @@ from core.config import Settings
 from core.db import connect, create_database, dagster_storage_url, drop_database, with_database
 from core.intervals import CANDLE_ASSETS
 from mdp.bench.up import DAGSTER_DATABASE
+from pipelines.names import LAKE
 from pipelines.trade_files import POLYGON_COLUMNS
 
 DAYS = (date(2026, 1, 5), date(2026, 1, 6))
@@ -95,7 +96,7 @@ def bench_import(url: str, settings: Settings, *, import_rows: int, **_: Any) ->
         env["DAGSTER_PG_URL"] = dagster_storage_url(with_database(url, DAGSTER_DATABASE))
         env["LAKE_DIR"] = str(Path(scratch) / "lake")
         started = time.perf_counter()
-        assets = ",".join([*CANDLE_ASSETS, "candles_lake"])
+        assets = ",".join([*CANDLE_ASSETS, LAKE])
         backfilled, _backfill_peak = _mdp(
             env, "backfill", str(DAYS[0]), str(DAYS[-1]), "--select", assets
         )

@@ -10,17 +10,12 @@ from typing import Any
 
 import dagster as dg
 
-from core.config import get_settings
 from core.db import query
 from core.intervals import INTERVALS, candle_asset
 from pipelines.candles import day_window, recompute_day
+from pipelines.defs.partitions import daily_partitions
 from pipelines.defs.resources import MarketDatabase
-
-daily_partitions = dg.DailyPartitionsDefinition(
-    start_date=get_settings().partitions_start_date.isoformat(),
-    timezone="UTC",
-    end_offset=1,  # today, still filling, is a partition too
-)
+from pipelines.names import CANDLE_CHECKS_JOB, MINUTE_CANDLES, TRADES
 
 # Micro-batches report candle materializations every few seconds while trades flow.
 CANDLES_FRESHNESS = dg.FreshnessPolicy.time_window(
@@ -29,7 +24,7 @@ CANDLES_FRESHNESS = dg.FreshnessPolicy.time_window(
 
 
 def _spec(interval: str) -> dg.AssetSpec:
-    source = "trades" if interval == "1m" else "candles_1m"
+    source = TRADES if interval == "1m" else MINUTE_CANDLES
     return dg.AssetSpec(
         candle_asset(interval),
         deps=[source],
@@ -140,7 +135,7 @@ candle_asset_checks = [check for interval in INTERVALS for check in candle_check
 
 
 candle_checks_job = dg.define_asset_job(
-    "candle_checks_job",
+    CANDLE_CHECKS_JOB,
     selection=dg.AssetSelection.checks_for_assets(candles),
     description="The candle checks alone, over yesterday and today.",
 )

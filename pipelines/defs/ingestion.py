@@ -19,9 +19,10 @@ import dagster as dg
 
 from core.config import get_settings
 from core.intervals import INTERVALS, candle_asset
-from pipelines.defs.candles import daily_partitions
+from pipelines.defs.partitions import daily_partitions
 from pipelines.defs.resources import MarketDatabase
 from pipelines.ingestion import DEFAULT_MAX_ROWS, PromotedBatch, beating, drain_continuously
+from pipelines.names import INGEST_JOB, TRADES
 
 DRAIN_SECONDS = 480.0
 HANDOVER = timedelta(seconds=60)
@@ -44,6 +45,7 @@ class IngestConfig(dg.Config):
 
 
 @dg.asset(
+    name=TRADES,
     group_name="ingestion",
     kinds={"postgres"},
     output_required=False,
@@ -62,7 +64,7 @@ def trades(
             conn, config.drain_seconds, config.cadence_seconds, config.max_rows, context.run.run_id
         ):
             yield dg.AssetMaterialization(
-                asset_key="trades",
+                asset_key=TRADES,
                 metadata={
                     "batch_id": batch.batch_id,
                     "inbox_rows": batch.inbox_rows,
@@ -113,7 +115,7 @@ class _CandlePartitions:
 
 
 ingest_trades_job = dg.define_asset_job(
-    "ingest_trades_job",
+    INGEST_JOB,
     selection=[trades],
     description="Drain the inbox into `trades` and refresh the touched candles: what is pending, "
     "or (as the sensor runs it) a micro-batch every second for a few minutes.",
@@ -174,7 +176,7 @@ def trade_inbox_sensor(
         run_requests=[
             dg.RunRequest(
                 run_key=f"drain-{datetime.fromtimestamp(now, UTC):%Y%m%dT%H%M%S}",
-                run_config=dg.RunConfig(ops={"trades": config}),
+                run_config=dg.RunConfig(ops={TRADES: config}),
             )
         ]
     )

@@ -7,14 +7,15 @@ from datetime import UTC, date, timedelta
 import dagster as dg
 
 from core.config import get_settings
-from core.intervals import CANDLE_ASSETS
-from pipelines.defs.candles import daily_partitions
-from pipelines.defs.ingestion import ingest_trades_job
+from core.intervals import CANDLE_ASSETS, candle_asset
+from pipelines.defs.partitions import daily_partitions
 from pipelines.defs.resources import MarketDatabase
 from pipelines.lake import export_day, refresh_database_file
+from pipelines.names import INGEST_JOB, LAKE, LAKE_JOB, LAKE_TODAY_TAG
 
 
 @dg.asset(
+    name=LAKE,
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=CANDLE_ASSETS,
@@ -46,14 +47,8 @@ def candles_lake(
 
 
 candles_lake_job = dg.define_asset_job(
-    "candles_lake_job", selection=[candles_lake], description="Export days to the lake."
+    LAKE_JOB, selection=[candles_lake], description="Export days to the lake."
 )
-
-
-INGEST_JOB = ingest_trades_job.name  # its micro-batches' days are exported when finalized
-
-
-LAKE_TODAY_TAG = {"lake": "today"}
 
 
 @dg.schedule(
@@ -93,7 +88,7 @@ def _ranges(days: list[date]) -> Iterator[tuple[date, date]]:
 def candles_lake_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
     after = int(context.cursor) if context.cursor else None
     records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("candles_1d"), after_storage_id=after),
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(candle_asset("1d")), after_storage_id=after),
         limit=1000,
         ascending=True,
     ).records

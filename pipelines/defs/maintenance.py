@@ -5,6 +5,15 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
+from pipelines.names import (
+    CANDLE_CHECKS_JOB,
+    FINALIZE_JOB,
+    INGEST_JOB,
+    LAKE_JOB,
+    LAKE_TODAY_TAG,
+    PRUNE_JOB,
+)
+
 # Micro-batch and maintenance runs are many and only recent ones help an operator; backfills and
 # finalizations are few and kept for a quarter.
 FREQUENT_RUN_RETENTION = timedelta(hours=24)
@@ -16,7 +25,7 @@ FINISHED = [
 ]
 
 finalize_candles_job = dg.define_asset_job(
-    "finalize_candles_job",
+    FINALIZE_JOB,
     selection=dg.AssetSelection.groups("candles", "lake"),
     description="Recompute one day of every candle interval from `trades`, run the checks and "
     "export the day to the lake.",
@@ -37,15 +46,15 @@ def finalize_yesterday_schedule(context: dg.ScheduleEvaluationContext) -> dg.Run
 
 def prune_runs(instance: dg.DagsterInstance, now: datetime) -> int:
     """Delete finished runs (and their event logs) past retention; returns how many."""
-    frequent = ["ingest_trades_job", "candle_checks_job", "prune_run_history_job"]
+    frequent = [INGEST_JOB, CANDLE_CHECKS_JOB, PRUNE_JOB]
     rules = [
         dg.RunsFilter(job_name=name, statuses=FINISHED, updated_before=now - FREQUENT_RUN_RETENTION)
         for name in frequent
     ]
     rules.append(  # today's lake refreshes
         dg.RunsFilter(
-            job_name="candles_lake_job",
-            tags={"lake": "today"},
+            job_name=LAKE_JOB,
+            tags=LAKE_TODAY_TAG,
             statuses=FINISHED,
             updated_before=now - FREQUENT_RUN_RETENTION,
         )
@@ -66,7 +75,10 @@ def prune_run_history(context: dg.OpExecutionContext) -> None:
     context.log.info(f"deleted {deleted} finished runs past retention")
 
 
-@dg.job(description="Delete finished Dagster runs past retention, with their event logs.")
+@dg.job(
+    name=PRUNE_JOB,
+    description="Delete finished Dagster runs past retention, with their event logs.",
+)
 def prune_run_history_job() -> None:
     prune_run_history()
 
