@@ -116,11 +116,11 @@ def run_import(
         print("nothing new: no day to backfill")
         return 0
     if not backfill:
-        print(f"days touched, not backfilled (--no-backfill): {_ranges(days)}")
+        print(f"days touched, not backfilled (--no-backfill): {day_ranges(days)}")
         return 0
     from mdp.backfill import run_backfill
 
-    for first, last in _spans(days):
+    for first, last in day_spans(days):
         status = run_backfill(settings, first, last, [*CANDLE_ASSETS, LAKE])
         if status:
             return status
@@ -290,7 +290,7 @@ def _check_symbols(conn: Connection, path: Path, symbols: set[str], register: bo
     )
 
 
-def _spans(days: list[date]) -> Iterator[tuple[date, date]]:
+def day_spans(days: list[date]) -> Iterator[tuple[date, date]]:
     first = last = days[0]
     for day in days[1:]:
         if (day - last).days != 1:
@@ -300,8 +300,8 @@ def _spans(days: list[date]) -> Iterator[tuple[date, date]]:
     yield first, last
 
 
-def _ranges(days: list[date]) -> str:
-    return ", ".join(f"{a}…{b}" if a != b else str(a) for a, b in _spans(days))
+def day_ranges(days: list[date]) -> str:
+    return ", ".join(f"{a}…{b}" if a != b else str(a) for a, b in day_spans(days))
 
 
 class Progress:
