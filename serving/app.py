@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 
 from core.config import Settings, get_settings
 from core.db import migration_ids
@@ -61,7 +62,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     check_credentials(settings)
     if not settings.database_url:
         raise RuntimeError("DATABASE_URL must be set for the API (mdp up sets it for you)")
-    app = FastAPI(
+    # Swagger UI and ReDoc from files shipped with fastapi-offline: /docs works without internet.
+    app = FastAPIOffline(
         title="Market Data Platform",
         version="0.1.0",
         summary="Durable trade ingest, OHLCV candles and market-data reads.",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from core.db import Connection
 from pipelines.ingestion import drain_inbox, record_idle_cycle
@@ -113,3 +113,26 @@ def test_the_dashboard_reads_well_on_a_phone(
     ARTIFACTS.mkdir(exist_ok=True)
     phone.screenshot(path=ARTIFACTS / "dashboard-phone.png", full_page=True)
     context.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "drawn"), [("/docs", ".swagger-ui .info .title"), ("/redoc", "h1")]
+)
+def test_the_api_docs_work_without_internet(
+    page: Page, api_url: str, path: str, drawn: str
+) -> None:
+    elsewhere: list[str] = []
+
+    def offline(route: Route) -> None:  # anything not from our server is refused, as offline
+        if route.request.url.startswith(api_url):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", offline)
+    page.goto(f"{api_url}{path}")
+    expect(page.locator(drawn).first).to_contain_text("Market Data Platform")
+    assert elsewhere == []
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / f"api{path.replace('/', '-')}.png")
