@@ -15,8 +15,9 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = {
     "postgres", "migrate", "api", "feeder", "dagster-code", "dagster-webserver", "dagster-daemon",
+    "prometheus",
 }  # fmt: skip
-PLATFORM_SERVICES = SERVICES - {"postgres"}
+PLATFORM_SERVICES = SERVICES - {"postgres", "prometheus"}
 CONTRACT_ENV = {
     "DATABASE_URL", "DAGSTER_HOME", "INGEST_USERNAME", "INGEST_PASSWORD",
     "INGESTION_INTERVAL_SECONDS", "SYMBOLS", "PARTITIONS_START_DATE", "LAKE_DIR", "API_URL",
@@ -95,6 +96,19 @@ def test_dagster_services_share_one_code_location_over_grpc(compose: dict[str, A
         assert location["grpc_server"]["host"] == "dagster-code"
         assert str(location["grpc_server"]["port"]) == port
         assert location["grpc_server"]["location_name"] == "pipelines.definitions"
+
+
+def test_prometheus_scrapes_the_api_with_the_shipped_alerts(compose: dict[str, Any]) -> None:
+    prometheus = compose["services"]["prometheus"]
+    mounts = {m.split(":")[1]: ROOT / m.split(":")[0] for m in prometheus["volumes"] if "/" in m}
+    config = yaml.safe_load(mounts["/etc/prometheus/prometheus.yml"].read_text())
+    assert mounts["/etc/prometheus/alerts.yml"] == ROOT / "deploy" / "prometheus" / "alerts.yml"
+    assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    [job] = config["scrape_configs"]
+    assert job["job_name"] == "mdp-api"  # the alert rules select it
+    assert job["static_configs"] == [{"targets": ["api:8000"]}]
+    assert job["metrics_path"] == "/metrics"
+    assert "prometheus" in compose["volumes"]
 
 
 def test_the_image_holds_what_the_commands_need() -> None:

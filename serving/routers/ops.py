@@ -45,6 +45,9 @@ class IngestionStatus(BaseModel):
     duplicates_per_second: float | None
     """Ticks the micro-batches of the last minute dropped as resends of a known trade, per
     second. Above the promoted rate, a source is replaying identities it already sent."""
+    oldest_pending_seconds: float | None
+    """How long the oldest acknowledged tick still in the inbox has waited for promotion: the
+    pipeline's lag (a second or two while it runs; null with nothing pending)."""
     db: Database
     uptime_seconds: float
     started_at: datetime
@@ -86,6 +89,7 @@ class Snapshot:
     duplicates: int | None = None
     last_minute: tuple[int, int] | None = None
     """Promoted and duplicates of the last minute's micro-batches."""
+    oldest_pending_at: datetime | None = None
     now: datetime | None = None
 
 
@@ -98,7 +102,7 @@ async def _snapshot(app: Services) -> Snapshot:
     except DATABASE_UNAVAILABLE:
         return Snapshot()
     assert row is not None
-    heartbeat_at, last_trade_at, *counts, duplicates, promoted_1m, duplicates_1m, now = row
+    heartbeat_at, last_trade_at, *counts, duplicates, promoted_1m, duplicates_1m, oldest, now = row
     return Snapshot(
         round(latency, 3),
         heartbeat_at,
@@ -106,6 +110,7 @@ async def _snapshot(app: Services) -> Snapshot:
         tuple(counts),
         duplicates,
         (promoted_1m, duplicates_1m),
+        oldest,
         now,
     )
 
@@ -113,7 +118,9 @@ async def _snapshot(app: Services) -> Snapshot:
 def _status(app: Services, snap: Snapshot) -> IngestionStatus:
     settings, started_at = app.settings, app.started_at
     threshold = 3 * settings.ingestion_interval_seconds
-    age = since_trade = None
+    age = since_trade = waited = None
+    if snap.now and snap.oldest_pending_at:
+        waited = max(0.0, (snap.now - snap.oldest_pending_at).total_seconds())
     if snap.now and snap.heartbeat_at:
         age = max(0.0, (snap.now - snap.heartbeat_at).total_seconds())
     if snap.now and snap.last_trade_at:
@@ -133,6 +140,7 @@ def _status(app: Services, snap: Snapshot) -> IngestionStatus:
         seconds_since_last_trade=since_trade,
         promoted_per_second=promoted_rate,
         duplicates_per_second=duplicates_rate,
+        oldest_pending_seconds=waited,
         db=Database(healthy=snap.now is not None, latency_ms=snap.latency_ms),
         uptime_seconds=round(time.time() - started_at.timestamp(), 3),
         started_at=started_at,
@@ -196,6 +204,8 @@ def _platform_families(report: Metrics, duplicates: int | None) -> list[Metric]:
          ingestion.promoted_per_second),
         ("mdp_duplicates_per_second", "Resent ticks dropped per second over the last minute.",
          ingestion.duplicates_per_second),
+        ("mdp_oldest_pending_seconds", "How long the oldest tick in the inbox has waited.",
+         (ingestion.oldest_pending_seconds or 0.0) if report.db.healthy else None),
         ("mdp_uptime_seconds", "Since this API worker started.", report.uptime_seconds),
     ]  # fmt: skip
     families: list[Metric] = [

@@ -1,6 +1,7 @@
 -- One look at the platform for /status/ingestion and /metrics: the heartbeat, the latest trade
 -- time (promoted or pending), counts, what the last minute's micro-batches promoted and dropped as
--- duplicates, and the database's clock. Cheap: indexes and small tables (the trade count is the
+-- duplicates, when the oldest pending tick was accepted (the pipeline's lag), and the database's
+-- clock. Cheap: indexes and small tables (the trade count is the
 -- sum of the promotions recorded per micro-batch).
 SELECT (SELECT max(finished_at) FROM ingest_batches) AS heartbeat_at,
        greatest((SELECT max(last_trade_at) FROM symbols),
@@ -12,6 +13,7 @@ SELECT (SELECT max(finished_at) FROM ingest_batches) AS heartbeat_at,
        (SELECT coalesce(sum(duplicates), 0) FROM ingest_batches)::int8 AS duplicates,
        last_minute.promoted AS promoted_last_minute,
        last_minute.duplicates AS duplicates_last_minute,
+       (SELECT received_at FROM trade_inbox ORDER BY seq LIMIT 1) AS oldest_pending_at,
        now() AS now
 FROM (SELECT coalesce(sum(promoted), 0)::int8 AS promoted,
              coalesce(sum(duplicates), 0)::int8 AS duplicates
