@@ -33,6 +33,11 @@ class PromotedBatch:
         return self.inbox_rows - self.promoted
 
 
+@dataclass(frozen=True)
+class IdleLook:
+    """A look at the inbox that found nothing to promote; the heartbeat moved."""
+
+
 def promote_batch(
     conn: Connection,
     max_rows: int = DEFAULT_MAX_ROWS,
@@ -87,10 +92,10 @@ def drain_continuously(
     cadence: float = 1.0,
     max_rows: int = DEFAULT_MAX_ROWS,
     run_id: str | None = None,
-) -> Iterator[PromotedBatch]:
+) -> Iterator[PromotedBatch | IdleLook]:
     """Drain the inbox once every `cadence` seconds (at once when a drain took longer) for
-    `seconds`, then end; a look that finds nothing moves the heartbeat. Each batch is yielded as
-    soon as it is committed; stopping anywhere loses nothing."""
+    `seconds`, then end; a look that finds nothing moves the heartbeat and yields an IdleLook.
+    Each batch is yielded as soon as it is committed; stopping anywhere loses nothing."""
     until = time.monotonic() + seconds
     while True:
         started = time.monotonic()
@@ -100,6 +105,7 @@ def drain_continuously(
             yield batch
         if not drained:
             record_idle_cycle(conn, run_id)
+            yield IdleLook()
         if started + cadence >= until:
             return
         time.sleep(max(0.0, started + cadence - time.monotonic()))

@@ -56,6 +56,7 @@ def test_the_dashboard_charts_candles_and_follows_trades_live(
     expect(page.locator("#chart rect.candle")).not_to_have_count(0)
     expect(page.locator("#status")).to_have_attribute("data-status", "alive")
     expect(page.locator("#count-trades")).to_have_text("5")
+    expect(page.locator("#activity")).to_have_text("")  # trading: not idle
     expect(page.locator("#latency tr")).not_to_have_count(0)
     assert page.locator("#dagster-link").get_attribute("href", timeout=1000)
 
@@ -78,10 +79,12 @@ def test_the_status_turns_red_when_ingestion_stops(
     record_idle_cycle(db)
     page.goto(f"{api_url}/dashboard")
     expect(page.locator("#status")).to_have_attribute("data-status", "alive")
+    expect(page.locator("#activity")).to_have_text("idle: no trades yet")  # quiet, not stuck
 
     db.execute("UPDATE ingest_batches SET finished_at = finished_at - interval '5 minutes'")
     badge = page.locator("#status")
     expect(badge).to_have_attribute("data-status", "stale")
+    expect(page.locator("#activity")).to_have_text("")
     expect(badge).to_have_css("background-color", "rgb(74, 20, 23)")
     page.screenshot(path=ARTIFACTS / "dashboard-stale.png")
 

@@ -3,6 +3,8 @@ Prometheus and OpenMetrics text formats, correct across several API workers."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import httpx
 from prometheus_client.openmetrics import parser as openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_prometheus
@@ -37,10 +39,19 @@ def test_ingestion_is_unknown_then_alive_then_stale(client: httpx.Client, db: Co
     assert 0 <= alive["heartbeat_age_seconds"] < 30
     assert alive["seconds_since_last_trade"] > 3 * 86_400  # the trade's time is days ago
     assert alive["uptime_seconds"] > 0
+    assert alive["idle"] is True  # alive, and a quiet market: not stale
+    assert alive["oldest_pending_seconds"] is None  # nothing waits
+
+    send(client, [tick(2, ts=datetime.now(UTC).isoformat())])  # trading, and one tick pending
+    trading = client.get("/status/ingestion").json()
+    assert trading["idle"] is False
+    assert trading["oldest_pending_seconds"] is not None and trading["oldest_pending_seconds"] >= 0
+    drain_inbox(db)
+    record_idle_cycle(db)
 
     db.execute("UPDATE ingest_batches SET finished_at = finished_at - interval '31 seconds'")
     stale = client.get("/status/ingestion").json()
-    assert (stale["status"], stale["alive"]) == ("stale", False)
+    assert (stale["status"], stale["alive"], stale["idle"]) == ("stale", False, False)
     assert stale["heartbeat_age_seconds"] >= 31
 
 

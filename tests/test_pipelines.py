@@ -132,8 +132,10 @@ def test_a_drain_run_promotes_as_ticks_arrive_and_beats_while_idle(
     send(client, [tick(i) for i in range(3)])
     seen: list[PromotedBatch] = []
     with connect(database_url) as conn:
-        for batch in drain_continuously(conn, seconds=3, cadence=0.5):
-            seen.append(batch)
+        for step in drain_continuously(conn, seconds=3, cadence=0.5):
+            if not isinstance(step, PromotedBatch):
+                continue  # an idle look
+            seen.append(step)
             if len(seen) == 1:  # more ticks arrive while the drain runs
                 send(client, [tick(i) for i in range(3, 5)])
     assert [b.promoted for b in seen] == [3, 2]
@@ -160,6 +162,32 @@ def test_a_micro_batch_run_records_the_candle_partitions_it_touched(
             assert len(records) == 1, (key, day)
     assert db.execute("SELECT count(*) FROM trade_inbox").fetchone() == (0,)
     assert_candles_match_trades(db)
+
+
+def test_a_drain_over_a_quiet_market_keeps_trades_and_todays_candles_fresh(
+    db: Connection, market_env: str, instance: dg.DagsterInstance
+) -> None:
+    quiet = {"drain_seconds": 3.0, "cadence_seconds": 0.5, "idle_report_seconds": 1.0}
+    result = (
+        defs()
+        .resolve_job_def("ingest_trades_job")
+        .execute_in_process(instance=instance, run_config={"ops": {"trades": {"config": quiet}}})
+    )
+    assert result.success
+    reports = result.asset_materializations_for_node("trades")
+    idle_trades = [e for e in reports if e.asset_key == dg.AssetKey("trades")]
+    assert idle_trades, "the idle drain reported trades current"
+    assert all(e.metadata["idle"] == dg.BoolMetadataValue(True) for e in idle_trades)
+    today = datetime.now(UTC).date().isoformat()
+    for key in CANDLE_KEYS:
+        [record] = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[today]), limit=1
+        ).records
+        assert record.asset_materialization is not None
+        assert record.asset_materialization.metadata["promoted"] == dg.IntMetadataValue(0)
+    # Freshness in Dagster's terms: the latest materialization of `trades` is this drain's.
+    latest = instance.get_latest_materialization_event(dg.AssetKey("trades"))
+    assert latest is not None and latest.run_id == result.run_id
 
 
 def test_partition_runs_recompute_days_and_checks_catch_what_disagrees(

@@ -21,7 +21,13 @@ from core.config import get_settings
 from core.intervals import INTERVALS, candle_asset
 from pipelines.defs.partitions import daily_partitions
 from pipelines.defs.resources import MarketDatabase
-from pipelines.ingestion import DEFAULT_MAX_ROWS, PromotedBatch, beating, drain_continuously
+from pipelines.ingestion import (
+    DEFAULT_MAX_ROWS,
+    IdleLook,
+    PromotedBatch,
+    beating,
+    drain_continuously,
+)
 from pipelines.names import INGEST_JOB, TRADES
 
 DRAIN_SECONDS = 480.0
@@ -42,6 +48,9 @@ class IngestConfig(dg.Config):
     """Seconds between the starts of two drains of the inbox."""
     max_rows: int = DEFAULT_MAX_ROWS
     """Inbox rows per transaction; a larger backlog is drained in several."""
+    idle_report_seconds: float = 60.0
+    """While nothing arrives, report `trades` and today's candles current this often, so that
+    their freshness in Dagster fails when the drains stop looking, not when the market is quiet."""
 
 
 @dg.asset(
@@ -59,10 +68,17 @@ def trades(
     context: dg.AssetExecutionContext, config: IngestConfig, market_db: MarketDatabase
 ) -> Iterator[dg.AssetMaterialization]:
     candles = _CandlePartitions()
+    reported = time.monotonic()
     with market_db.connect() as conn:
         for batch in drain_continuously(
             conn, config.drain_seconds, config.cadence_seconds, config.max_rows, context.run.run_id
         ):
+            if isinstance(batch, IdleLook):
+                if time.monotonic() - reported >= config.idle_report_seconds:
+                    yield from _idle_report()
+                    reported = time.monotonic()
+                continue
+            reported = time.monotonic()
             yield dg.AssetMaterialization(
                 asset_key=TRADES,
                 metadata={
@@ -77,6 +93,19 @@ def trades(
             if candles.due():
                 yield from candles.flush()
     yield from candles.flush()
+
+
+def _idle_report() -> Iterator[dg.AssetMaterialization]:
+    """`trades` and today's candles of every interval are current: the drain looked and found
+    nothing new (a quiet market, not a stuck pipeline)."""
+    idle = {"idle": True, "promoted": 0}
+    yield dg.AssetMaterialization(asset_key=TRADES, metadata=idle)
+    today = datetime.now(UTC).date().isoformat()
+    if daily_partitions.has_partition_key(today):
+        for interval in INTERVALS:
+            yield dg.AssetMaterialization(
+                asset_key=candle_asset(interval), partition=today, metadata=idle
+            )
 
 
 class _CandlePartitions:

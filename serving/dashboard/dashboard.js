@@ -123,6 +123,11 @@ async function pollStatus() {
     badge.textContent = status.status;
     badge.className = `status ${status.status}`;
     badge.dataset.status = status.status;
+    // Idle (a quiet market: the pipeline looks and finds nothing) is not stale (it stopped looking).
+    const quiet = status.seconds_since_last_trade;
+    $("activity").textContent = !status.idle ? ""
+      : quiet == null ? "idle: no trades yet"
+      : `idle: no trades for ${Math.floor(quiet / 60)} min`;
     $("heartbeat-age").textContent = seconds(status.heartbeat_age_seconds);
     $("since-trade").textContent = seconds(status.seconds_since_last_trade);
     $("threshold").textContent = seconds(status.stale_threshold_seconds);
@@ -145,13 +150,14 @@ async function pollStatus() {
       $("trade-rate").textContent = `${Math.max(0, rate).toFixed(1)} /s`;
     }
     state.lastCount = { accepted, at: now };
-    $("db").textContent = metrics.db.healthy ? `healthy · ${metrics.db.latency_ms} ms` : "DOWN";
+    $("db").textContent = metrics.db.healthy ? `healthy · ${metrics.db.latency_ms.toFixed(1)} ms` : "DOWN";
     $("uptime").textContent = seconds(metrics.uptime_seconds);
     $("latency").replaceChildren(...Object.entries(metrics.api_latency_ms).map(([route, l]) => {
       const row = document.createElement("tr");
-      for (const value of [route, l.count, l.p50, l.p95, l.p99, l.max]) {
+      const ms = [l.p50, l.p95, l.p99, l.max].map((v) => v.toFixed(1));
+      for (const value of [route, number(l.count), ...ms]) {
         const cell = document.createElement("td");
-        cell.textContent = String(value);
+        cell.textContent = value;
         row.appendChild(cell);
       }
       return row;

@@ -22,6 +22,7 @@ from serving.metrics import latency_summary, registry
 
 router = APIRouter(tags=["ops"])
 
+IDLE_SECONDS = 60.0
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -45,6 +46,9 @@ class IngestionStatus(BaseModel):
     duplicates_per_second: float | None
     """Ticks the micro-batches of the last minute dropped as resends of a known trade, per
     second. Above the promoted rate, a source is replaying identities it already sent."""
+    idle: bool
+    """Alive, but no trade for IDLE_SECONDS (a quiet market): the pipeline looks and finds nothing,
+    which is not the same as `stale` (it stopped looking)."""
     oldest_pending_seconds: float | None
     """How long the oldest acknowledged tick still in the inbox has waited for promotion: the
     pipeline's lag (a second or two while it runs; null with nothing pending)."""
@@ -140,6 +144,7 @@ def _status(app: Services, snap: Snapshot) -> IngestionStatus:
         seconds_since_last_trade=since_trade,
         promoted_per_second=promoted_rate,
         duplicates_per_second=duplicates_rate,
+        idle=state == "alive" and (since_trade is None or since_trade >= IDLE_SECONDS),
         oldest_pending_seconds=waited,
         db=Database(healthy=snap.now is not None, latency_ms=snap.latency_ms),
         uptime_seconds=round(time.time() - started_at.timestamp(), 3),
@@ -196,6 +201,7 @@ def _platform_families(report: Metrics, duplicates: int | None) -> list[Metric]:
         ("mdp_db_latency_seconds", "Time of the status query.",
          report.db.latency_ms / 1000 if report.db.latency_ms is not None else None),
         ("mdp_ingestion_alive", "1 while the ingestion heartbeat is fresh.", int(ingestion.alive)),
+        ("mdp_ingestion_idle", "1 while alive with no trade for a minute.", int(ingestion.idle)),
         ("mdp_ingestion_heartbeat_age_seconds", "Age of the last ingestion cycle.",
          ingestion.heartbeat_age_seconds),
         ("mdp_seconds_since_last_trade", "Since the latest accepted trade's time.",
