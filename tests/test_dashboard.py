@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -53,7 +53,7 @@ def test_the_dashboard_charts_candles_and_follows_trades_live(
     page.on("pageerror", lambda e: problems.append(str(e)))
 
     page.goto(f"{api_url}/dashboard?symbol=AAPL&interval=1m")
-    expect(page.locator("#chart rect.candle")).not_to_have_count(0)
+    page.wait_for_function("window.dashboard && window.dashboard.bars().length === 1")
     expect(page.locator("#status")).to_have_attribute("data-status", "alive")
     expect(page.locator("#count-trades")).to_have_text("5")
     expect(page.locator("#activity")).to_have_text("")  # trading: not idle
@@ -64,13 +64,36 @@ def test_the_dashboard_charts_candles_and_follows_trades_live(
     expect(page.locator("#duplicate-rate")).not_to_have_class("warning")
 
     send(client, [tick(99, ts=now_iso(), price=123.45)])  # accepted, not yet materialized
-    last = page.locator("#chart rect.candle").last
-    expect(last).to_have_attribute("data-close", "123.45")
+    page.wait_for_function("window.dashboard.bars().at(-1).close === 123.45")
     expect(page.locator("#last-trade")).to_contain_text("123.45")
+    expect(page.locator("#ohlc")).to_contain_text("C 123.45")  # the last bar, read out
+
+    box = page.locator("#chart").bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.3)
+    expect(page.locator("#ohlc")).to_contain_text(" O ")  # the crosshair's bar, read out
 
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "dashboard.png", full_page=True)
     assert problems == []
+
+
+def test_the_chart_keeps_the_time_between_bars(
+    page: Page, api_url: str, client: httpx.Client, db: Connection
+) -> None:
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    moments = [now - timedelta(minutes=30), now - timedelta(minutes=29), now]  # a 28-minute gap
+    send(client, [tick(i, ts=m.isoformat(), price=100.0 + i) for i, m in enumerate(moments)])
+    drain_inbox(db)
+    page.goto(f"{api_url}/dashboard?symbol=AAPL&interval=1m")
+    page.wait_for_function("window.dashboard && window.dashboard.bars().length === 3")
+    times = page.evaluate("window.dashboard.bars().map((b) => b.time)")
+    assert times == [int(m.timestamp()) for m in moments]
+    # The gap is there on the time scale: 29 minutes apart is 29 times as far as 1 minute apart.
+    x = page.evaluate("window.dashboard.bars().map((b) => window.dashboard.x(b.time))")
+    assert (x[2] - x[1]) / (x[1] - x[0]) == pytest.approx(29, rel=0.02)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "dashboard-gap.png")
 
 
 def test_the_status_turns_red_when_ingestion_stops(

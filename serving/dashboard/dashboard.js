@@ -4,7 +4,6 @@
 const WIDTH_MS = { "1m": 60e3, "5m": 300e3, "15m": 900e3, "1h": 3600e3, "1d": 86400e3 };
 const BARS = 90;
 const POLL_MS = 2000;
-const SVG = "http://www.w3.org/2000/svg";
 
 const $ = (id) => document.getElementById(id);
 const state = { symbol: null, interval: "1m", stream: null, refresh: null, lastCount: null };
@@ -25,68 +24,69 @@ async function getJSON(path) {
   return { ok: response.ok, body: await response.json() };
 }
 
-function element(name, attributes, parent) {
-  const node = document.createElementNS(SVG, name);
-  for (const [key, value] of Object.entries(attributes)) node.setAttribute(key, value);
-  parent.appendChild(node);
-  return node;
+// The chart: TradingView's Lightweight Charts (vendored). Its time scale spaces bars by index, so
+// buckets without trades are filled with whitespace points: a gap of an hour looks like one.
+const COLORS = { up: "#26a269", down: "#e5484d", text: "#8b95a3", line: "#2a323c", panel: "#171d24" };
+const chart = LightweightCharts.createChart($("chart"), {
+  autoSize: true,
+  layout: { background: { color: COLORS.panel }, textColor: COLORS.text, panes: { separatorColor: COLORS.line } },
+  grid: { vertLines: { color: COLORS.line }, horzLines: { color: COLORS.line } },
+  timeScale: { timeVisible: true, secondsVisible: false, borderColor: COLORS.line, rightOffset: 3 },
+  rightPriceScale: { borderColor: COLORS.line },
+  crosshair: { mode: LightweightCharts.CrosshairMode.Normal },
+});
+const priceSeries = chart.addSeries(LightweightCharts.CandlestickSeries, {
+  upColor: COLORS.up, downColor: COLORS.down, wickUpColor: COLORS.up, wickDownColor: COLORS.down,
+  borderVisible: false,
+});
+const volumeSeries = chart.addSeries(LightweightCharts.HistogramSeries, {
+  priceFormat: { type: "volume" }, color: "#3b4654", priceLineVisible: false, lastValueVisible: false,
+}, 1);
+chart.panes()[1].setHeight(80);
+
+const price = (value) => value.toFixed(2);
+function showBar(bar, volume) {
+  $("ohlc").textContent = bar && bar.close !== undefined
+    ? `${new Date(bar.time * 1000).toISOString().slice(0, 16).replace("T", " ")}  O ${price(bar.open)}`
+      + `  H ${price(bar.high)}  L ${price(bar.low)}  C ${price(bar.close)}`
+      + `  V ${number(volume ? volume.value : 0)}`
+    : "";
+}
+chart.subscribeCrosshairMove((param) => {
+  const bar = param.time !== undefined ? param.seriesData.get(priceSeries) : null;
+  if (bar) showBar(bar, param.seriesData.get(volumeSeries));
+  else showLast();
+});
+function showLast() {
+  const bars = priceSeries.data().filter((b) => b.close !== undefined);
+  const volumes = volumeSeries.data().filter((v) => v.value !== undefined);
+  showBar(bars.at(-1), volumes.at(-1));
 }
 
 function drawChart(candles) {
-  const svg = $("chart");
-  const width = svg.clientWidth || 800;
-  const height = svg.clientHeight || 400;
-  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
-  svg.replaceChildren();
-  svg.dataset.bars = String(candles.length);
-  if (!candles.length) {
-    element("text", { x: width / 2, y: height / 2, "text-anchor": "middle", class: "axis" }, svg)
-      .textContent = "no trades in this window yet";
-    return;
+  const width = WIDTH_MS[state.interval] / 1000;
+  const bars = [];
+  const volumes = [];
+  for (const c of candles) {
+    const time = Date.parse(c.bucket_start) / 1000;
+    for (let gap = bars.length ? bars.at(-1).time + width : time; gap < time; gap += width) {
+      bars.push({ time: gap });  // whitespace: no trade in this bucket
+      volumes.push({ time: gap });
+    }
+    bars.push({ time, open: c.open, high: c.high, low: c.low, close: c.close });
+    volumes.push({ time, value: c.volume, color: c.close >= c.open ? "#1d5c3e" : "#7a2d31" });
   }
-  const axis = 64;
-  const plotWidth = width - axis;
-  const priceHeight = height * 0.74;
-  const volumeTop = height * 0.8;
-  const volumeHeight = height * 0.2 - 16;
-  const high = Math.max(...candles.map((c) => c.high));
-  const low = Math.min(...candles.map((c) => c.low));
-  const span = high - low || Math.abs(high) * 0.01 || 1;
-  const maxVolume = Math.max(...candles.map((c) => c.volume)) || 1;
-  const y = (price) => 8 + (priceHeight - 16) * (1 - (price - low) / span);
-  const slot = plotWidth / Math.max(candles.length, 20);
-  const body = Math.max(1, slot * 0.7);
-
-  for (let i = 0; i <= 4; i++) {
-    const price = low + (span * i) / 4;
-    element("line", { x1: 0, x2: plotWidth, y1: y(price), y2: y(price), class: "grid" }, svg);
-    element("text", { x: width - 4, y: y(price) + 4, "text-anchor": "end", class: "axis" }, svg)
-      .textContent = price.toFixed(2);
-  }
-  candles.forEach((c, i) => {
-    const x = slot * i + slot / 2;
-    const direction = c.close >= c.open ? "up" : "down";
-    element("line", { x1: x, x2: x, y1: y(c.high), y2: y(c.low), class: `wick ${direction}` }, svg);
-    const top = y(Math.max(c.open, c.close));
-    element("rect", {
-      x: x - body / 2, y: top, width: body, height: Math.max(1, y(Math.min(c.open, c.close)) - top),
-      class: `candle ${direction}`, "data-bucket": c.bucket_start, "data-open": c.open,
-      "data-close": c.close, "data-final": c.is_final,
-    }, svg);
-    const bar = (volumeHeight * c.volume) / maxVolume;
-    element("rect", { x: x - body / 2, y: volumeTop + volumeHeight - bar, width: body,
-                      height: Math.max(1, bar), class: "volume" }, svg);
-  });
-  const labels = Math.min(5, candles.length);
-  for (let i = 0; i < labels; i++) {
-    const index = Math.round((i * (candles.length - 1)) / Math.max(1, labels - 1));
-    const when = new Date(candles[index].bucket_start);
-    const text = state.interval === "1d" ? when.toISOString().slice(0, 10)
-                                          : when.toISOString().slice(11, 16);
-    element("text", { x: slot * index + slot / 2, y: height - 2, "text-anchor": "middle",
-                      class: "axis" }, svg).textContent = text;
-  }
+  priceSeries.setData(bars);
+  volumeSeries.setData(volumes);
+  $("chart-empty").hidden = candles.length > 0;
+  showLast();
 }
+
+// For the browser tests: the bars as the chart holds them.
+window.dashboard = {
+  bars: () => priceSeries.data().filter((b) => b.close !== undefined),
+  x: (time) => chart.timeScale().timeToCoordinate(time),  // where a bucket is drawn
+};
 
 async function loadCandles() {
   if (!state.symbol) return;
@@ -184,7 +184,6 @@ async function start() {
     state.interval = event.target.value;
     loadCandles();
   });
-  window.addEventListener("resize", scheduleCandles);
   follow();
   await Promise.all([loadCandles(), pollStatus()]);
   setInterval(pollStatus, POLL_MS);
