@@ -33,6 +33,12 @@ SLOWEST_SECONDS = Gauge(
     multiprocess_mode="max",
 )
 _slowest: dict[tuple[str, str], float] = {}
+STREAMS = Gauge("mdp_stream_subscribers", "Open /stream connections.", multiprocess_mode="livesum")
+STREAMS_ENDED = Counter(
+    "mdp_streams_ended",
+    "Ended /stream connections, by who ended them: the client (it left) or an error (it was cut).",
+    ["reason"],
+)
 
 
 class RequestMetrics:

@@ -4,11 +4,13 @@ candles, filters, and Last-Event-ID resumption without gaps or duplicates, acros
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families as parse_prometheus
 
 from core.db import Connection
 from mdp.processes import api_server
@@ -113,3 +115,28 @@ def test_a_tick_accepted_by_one_worker_reaches_a_stream_on_another(
             assert response.status_code == 202
         received = take(stream, 6)
     assert [e["data"]["event_id"] for e in received] == [f"e-{100 + i}" for i in range(6)]
+
+
+def _stream_figures(client: httpx.Client) -> tuple[float, float]:
+    text = client.get("/metrics", headers={"Accept": "text/plain"}).text
+    samples = {
+        (s.name, s.labels.get("reason")): s.value
+        for family in parse_prometheus(text)
+        for s in family.samples
+    }
+    return samples[("mdp_stream_subscribers", None)], samples.get(
+        ("mdp_streams_ended_total", "client"), 0.0
+    )
+
+
+def test_open_and_ended_streams_are_counted(api_url: str, client: httpx.Client) -> None:
+    open_before, left_before = _stream_figures(client)
+    with events(api_url, events="trade", symbols="AAPL") as stream:
+        send(client, [tick(1)])
+        take(stream, 1)
+        assert _stream_figures(client)[0] == open_before + 1
+    deadline = time.monotonic() + 30  # the server notices the client left at its next write
+    while _stream_figures(client) != (open_before, left_before + 1):
+        assert time.monotonic() < deadline, _stream_figures(client)
+        send(client, [tick(2)])
+        time.sleep(0.2)

@@ -18,6 +18,7 @@ from core.intervals import Interval
 from serving.auth import IngestAuth
 from serving.deps import Pool, Registry, Stream, known_symbol
 from serving.errors import refusals
+from serving.metrics import STREAMS, STREAMS_ENDED
 
 router = APIRouter(tags=["stream"])
 
@@ -85,6 +86,20 @@ async def stream(
         cursor = (row[0], row[1])
 
     async def follow(after_trade: int, after_candle: int) -> AsyncIterator[ServerSentEvent]:
+        STREAMS.inc()
+        try:
+            async for event in read(after_trade, after_candle):
+                yield event
+        except (asyncio.CancelledError, GeneratorExit):
+            STREAMS_ENDED.labels("client").inc()
+            raise
+        except Exception:
+            STREAMS_ENDED.labels("error").inc()
+            raise
+        finally:
+            STREAMS.dec()
+
+    async def read(after_trade: int, after_candle: int) -> AsyncIterator[ServerSentEvent]:
         params: dict[str, Any] = {
             "symbols": wanted,
             "want_trades": "trade" in kinds,
