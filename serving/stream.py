@@ -8,14 +8,80 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
 
 import psycopg
+from psycopg_pool import AsyncConnectionPool
 
-from core.db import libpq_url
+from core.db import libpq_url, query
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "mdp_stream"
+BATCH = 2000  # events per read (sql/queries/stream_events.sql)
+HEARTBEAT_SECONDS = 15.0
+COALESCE_SECONDS = 0.05  # readers wake at most this often under a busy feed
+
+# Where a new reader starts: after everything committed so far.
+HEADS = """
+SELECT greatest(coalesce((SELECT max(seq) FROM trade_inbox), 0),
+                coalesce((SELECT max(seq) FROM trades), 0)),
+       coalesce((SELECT max(id) FROM candle_updates), 0)
+"""
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str  # trade | candle
+    symbol: str
+    data: str  # JSON
+    cursor: tuple[int, int]  # (trade seq, candle change id) up to and including this event
+
+
+async def heads(pool: AsyncConnectionPool) -> tuple[int, int]:
+    async with pool.connection() as conn:
+        row = await (await conn.execute(HEADS)).fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
+async def follow_events(
+    pool: AsyncConnectionPool,
+    hub: StreamHub,
+    cursor: tuple[int, int],
+    symbols: list[str] | None,
+    kinds: set[str],
+) -> AsyncIterator[list[Event]]:
+    """The accepted trades and candle changes after `cursor`, in order, a read at a time, for as
+    long as the caller iterates; each read waits for a commit (or HEARTBEAT_SECONDS: an empty
+    list, to keep the connection alive)."""
+    after_trade, after_candle = cursor
+    params: dict[str, Any] = {
+        "symbols": symbols,
+        "want_trades": "trade" in kinds,
+        "want_candles": "candle" in kinds,
+    }
+    while True:
+        generation = hub.generation()
+        params.update(after_trade=after_trade, after_candle=after_candle)
+        async with pool.connection() as conn:
+            rows = await (await conn.execute(query("stream_events"), params)).fetchall()
+        read_at = time.monotonic()
+        events = []
+        for kind, event_id, symbol, data in rows:
+            if kind == "trade":
+                after_trade = max(after_trade, event_id)
+            else:
+                after_candle = max(after_candle, event_id)
+            events.append(Event(kind, symbol, data, (after_trade, after_candle)))
+        yield events
+        if len(rows) < BATCH:
+            await hub.wait(generation, HEARTBEAT_SECONDS)
+            # Under a busy feed, read at most every COALESCE_SECONDS; an idle reader at once.
+            await asyncio.sleep(max(0.0, COALESCE_SECONDS - (time.monotonic() - read_at)))
 
 
 class StreamHub:

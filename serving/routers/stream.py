@@ -4,10 +4,9 @@ Last-Event-ID; `POST /internal/agg-update`: announce changed candles to the stre
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Request, status
 from pydantic import BaseModel, Field
@@ -19,19 +18,11 @@ from serving.auth import IngestAuth
 from serving.deps import Pool, Registry, Stream, known_symbol
 from serving.errors import refusals
 from serving.metrics import STREAMS, STREAMS_ENDED
+from serving.stream import HEARTBEAT_SECONDS, follow_events, heads
 
 router = APIRouter(tags=["stream"])
 
 KINDS = frozenset({"trade", "candle"})
-BATCH = 2000  # events per read (sql/queries/stream_events.sql)
-HEARTBEAT_SECONDS = 15.0
-COALESCE_SECONDS = 0.05  # readers wake at most this often under a busy feed
-
-HEADS = """
-SELECT greatest(coalesce((SELECT max(seq) FROM trade_inbox), 0),
-                coalesce((SELECT max(seq) FROM trades), 0)),
-       coalesce((SELECT max(id) FROM candle_updates), 0)
-"""
 
 
 def _resume_from(last_event_id: str | None) -> tuple[int, int] | None:
@@ -78,18 +69,14 @@ async def stream(
     wanted = sorted(set(symbols.split(","))) if symbols else None
     for symbol in wanted or []:
         await known_symbol(registry, symbol)
-    cursor = _resume_from(last_event_id)
-    if cursor is None:
-        async with pool.connection() as conn:
-            row = await (await conn.execute(HEADS)).fetchone()
-        assert row is not None
-        cursor = (row[0], row[1])
+    cursor = _resume_from(last_event_id) or await heads(pool)
 
-    async def follow(after_trade: int, after_candle: int) -> AsyncIterator[ServerSentEvent]:
+    async def follow() -> AsyncIterator[ServerSentEvent]:
         STREAMS.inc()
         try:
-            async for event in read(after_trade, after_candle):
-                yield event
+            async for events in follow_events(pool, hub, cursor, wanted, kinds):
+                for e in events:
+                    yield ServerSentEvent(data=e.data, event=e.kind, id="{}.{}".format(*e.cursor))
         except (asyncio.CancelledError, GeneratorExit):
             STREAMS_ENDED.labels("client").inc()
             raise
@@ -99,30 +86,7 @@ async def stream(
         finally:
             STREAMS.dec()
 
-    async def read(after_trade: int, after_candle: int) -> AsyncIterator[ServerSentEvent]:
-        params: dict[str, Any] = {
-            "symbols": wanted,
-            "want_trades": "trade" in kinds,
-            "want_candles": "candle" in kinds,
-        }
-        while True:
-            generation = hub.generation()
-            params.update(after_trade=after_trade, after_candle=after_candle)
-            async with pool.connection() as conn:
-                rows = await (await conn.execute(query("stream_events"), params)).fetchall()
-            read_at = time.monotonic()
-            for kind, event_id, _, data in rows:
-                if kind == "trade":
-                    after_trade = max(after_trade, event_id)
-                else:
-                    after_candle = max(after_candle, event_id)
-                yield ServerSentEvent(data=data, event=kind, id=f"{after_trade}.{after_candle}")
-            if len(rows) < BATCH:
-                await hub.wait(generation, HEARTBEAT_SECONDS)
-                # Under a busy feed, read at most every COALESCE_SECONDS; an idle reader at once.
-                await asyncio.sleep(max(0.0, COALESCE_SECONDS - (time.monotonic() - read_at)))
-
-    return EventSourceResponse(follow(*cursor), ping=int(HEARTBEAT_SECONDS))
+    return EventSourceResponse(follow(), ping=int(HEARTBEAT_SECONDS))
 
 
 class ChangedCandle(BaseModel):
