@@ -31,10 +31,17 @@ class Settings(BaseSettings):
     )
     dev_no_auth: bool = Field(default=False, validation_alias="MDP_DEV_NO_AUTH")
     dagster_url: str = Field(default="http://127.0.0.1:3000", validation_alias="MDP_DAGSTER_URL")
+    read_api_keys: SecretStr | None = None
+    """Comma-separated keys for reads (the WebSocket `auth` step); unset, reads are public."""
 
     @property
     def symbol_list(self) -> list[str]:
         return [s.strip() for s in self.symbols.split(",") if s.strip()]
+
+    @property
+    def read_keys(self) -> frozenset[str]:
+        keys = self.read_api_keys.get_secret_value() if self.read_api_keys else ""
+        return frozenset(k.strip() for k in keys.split(",") if k.strip())
 
 
 @lru_cache

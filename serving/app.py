@@ -19,7 +19,7 @@ from serving.deps import Services, services
 from serving.errors import DATABASE_UNAVAILABLE, install_error_handlers
 from serving.inbox import InboxWriter
 from serving.metrics import RequestMetrics
-from serving.routers import dashboard, health, ingest, market, ops, polygon, stream
+from serving.routers import dashboard, health, ingest, market, ops, polygon, stocks, stream
 from serving.stream import StreamHub
 from serving.symbols import SymbolRegistry
 
@@ -84,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ingest.router)
     app.include_router(market.router)
     app.include_router(polygon.router)
+    app.include_router(stocks.router)
     app.include_router(stream.router)
     app.include_router(ops.router)
     app.include_router(dashboard.router)

@@ -33,10 +33,13 @@ SLOWEST_SECONDS = Gauge(
     multiprocess_mode="max",
 )
 _slowest: dict[tuple[str, str], float] = {}
-STREAMS = Gauge("mdp_stream_subscribers", "Open /stream connections.", multiprocess_mode="livesum")
+STREAMS = Gauge(
+    "mdp_stream_subscribers", "Open /stream and /stocks connections.", multiprocess_mode="livesum"
+)
 STREAMS_ENDED = Counter(
     "mdp_streams_ended",
-    "Ended /stream connections, by who ended them: the client (it left) or an error (it was cut).",
+    "Ended /stream and /stocks connections, by why: the client left, an error cut it, or it"
+    " fell too far behind (slow).",
     ["reason"],
 )
 

@@ -1,0 +1,167 @@
+"""`GET /stocks` with the official `massive` WebSocketClient, unchanged, as the client: auth,
+trades as `T` events equal to the ticks ingested, subscriptions that start and stop them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from massive import WebSocketClient
+from massive.exceptions import AuthError
+from massive.websocket.models import EquityTrade
+
+from core.db import Connection
+from mdp.processes import api_server
+from tests.conftest import PASSWORD, USER, api_env
+from tests.support import tick
+
+WAIT_SECONDS = 30.0  # generous bounds for a loaded machine; no test measures time
+
+
+@contextlib.asynccontextmanager
+async def connected(
+    api_url: str, key: str, *channels: str
+) -> AsyncIterator[tuple[WebSocketClient, list[EquityTrade]]]:
+    """A massive client on our /stocks, subscribed to `channels`, collecting trades."""
+    client = WebSocketClient(
+        api_key=key, feed=api_url.removeprefix("http://"), market="stocks", secure=False,
+        subscriptions=list(channels), max_reconnects=0,
+    )  # fmt: skip
+    trades: list[EquityTrade] = []
+
+    async def collect(messages: list[Any]) -> None:
+        trades.extend(m for m in messages if isinstance(m, EquityTrade))
+
+    running = asyncio.create_task(client.connect(collect))
+    try:
+        yield client, trades
+    finally:
+        await client.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(running, WAIT_SECONDS)
+
+
+async def until(what: str, condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(WAIT_SECONDS):
+        while not condition():  # noqa: ASYNC110 - the client's own state, polled
+            await asyncio.sleep(0.05)
+
+
+async def post(api_url: str, ticks: list[dict[str, Any]]) -> None:
+    async with httpx.AsyncClient(base_url=api_url, auth=(USER, PASSWORD)) as http:
+        assert (await http.post("/ingest/ticks", json=ticks)).status_code == 202
+
+
+async def live(api_url: str, trades: list[EquityTrade], symbol: str = "AAPL") -> None:
+    """Post probe ticks until one arrives: the subscription is in force on the server (the client
+    sends it on its own schedule); then forget the probes."""
+    for n in range(int(WAIT_SECONDS / 0.2)):
+        await post(api_url, [tick(0, symbol=symbol, event_id=f"probe-{n}")])
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.2):
+                await until("a probe", lambda: bool(trades))
+            trades.clear()
+            return
+    raise AssertionError("no probe arrived")
+
+
+def test_trades_arrive_as_t_events_equal_to_the_ticks(api_url: str, db: Connection) -> None:
+    moments = [datetime(2026, 11, 20, 14, 30, i, 250_000, tzinfo=UTC) for i in range(3)]
+    ticks = [
+        tick(i, ts=m.isoformat(), price=100.5 + i, volume=10 + i) for i, m in enumerate(moments)
+    ]
+
+    async def scenario() -> list[EquityTrade]:
+        async with connected(api_url, "any key", "T.AAPL") as (_, trades):
+            await live(api_url, trades)
+            await post(api_url, ticks)
+            await post(api_url, [tick(9, symbol="MSFT"), tick(1, price=555.0)])  # other, resend
+            await post(api_url, [tick(3, ts=moments[0].isoformat(), price=99.0)])
+            await until("4 trades", lambda: len(trades) >= 4)
+            return trades
+
+    trades = asyncio.run(scenario())
+    assert [(t.symbol, t.id, t.price, t.size, t.timestamp) for t in trades] == [
+        ("AAPL", "e-0", 100.5, 10, int(moments[0].timestamp() * 1000)),
+        ("AAPL", "e-1", 101.5, 11, int(moments[1].timestamp() * 1000)),
+        ("AAPL", "e-2", 102.5, 12, int(moments[2].timestamp() * 1000)),
+        ("AAPL", "e-3", 99.0, 100, int(moments[0].timestamp() * 1000)),
+    ]
+    assert [t.sequence_number for t in trades] == sorted(t.sequence_number for t in trades)
+
+
+def test_unsubscribing_stops_the_events(api_url: str, db: Connection) -> None:
+    async def scenario() -> list[dict[str, Any]]:
+        client = WebSocketClient(
+            api_key="any key", feed=api_url.removeprefix("http://"), market="stocks",
+            secure=False, subscriptions=["T.AAPL", "T.MSFT"], max_reconnects=0, raw=True,
+        )  # fmt: skip
+        events: list[dict[str, Any]] = []
+
+        async def collect(frame: str | bytes) -> None:
+            events.extend(json.loads(frame))
+
+        def said(message: str) -> bool:
+            return any(e.get("message") == message for e in events)
+
+        running = asyncio.create_task(client.connect(collect))
+        try:
+            await until("subscribed", lambda: said("subscribed to: T.MSFT"))
+            await post(api_url, [tick(1)])
+            await until("e-1", lambda: any(e.get("i") == "e-1" for e in events))
+            client.unsubscribe("T.AAPL")
+            await until("unsubscribed", lambda: said("unsubscribed to: T.AAPL"))
+            await post(api_url, [tick(2)])
+            await post(api_url, [tick(3, symbol="MSFT")])  # accepted after: arrives after
+            await until("the MSFT trade", lambda: any(e.get("sym") == "MSFT" for e in events))
+        finally:
+            await client.close()
+            await asyncio.wait_for(running, WAIT_SECONDS)
+        return [e for e in events if e["ev"] == "T"]
+
+    trades = asyncio.run(scenario())
+    assert [(t["sym"], t["i"]) for t in trades] == [("AAPL", "e-1"), ("MSFT", "e-3")]
+
+
+def test_a_wrong_key_is_refused_when_read_keys_are_set(database_url: str) -> None:
+    env = {**api_env(database_url), "READ_API_KEYS": "alpha, beta"}
+
+    async def connect(url: str, key: str) -> None:
+        client = WebSocketClient(
+            api_key=key, feed=url.removeprefix("http://"), market="stocks", secure=False,
+            max_reconnects=0,
+        )  # fmt: skip
+
+        async def ignore(_: list[Any]) -> None:
+            await client.close()  # the first frame after auth: authenticated
+
+        await asyncio.wait_for(client.connect(ignore), WAIT_SECONDS)
+
+    with api_server(env) as url:
+        with pytest.raises(AuthError, match="authentication failed"):
+            asyncio.run(connect(url, "gamma"))
+        asyncio.run(_authenticated(url, "beta"))
+
+
+async def _authenticated(url: str, key: str) -> None:
+    """The key is accepted: the client gets past auth and receives our subscription reply."""
+    client = WebSocketClient(
+        api_key=key, feed=url.removeprefix("http://"), market="stocks", secure=False,
+        subscriptions=["T.AAPL"], max_reconnects=0, raw=True,
+    )  # fmt: skip
+    frames: list[str | bytes] = []
+
+    async def keep(frame: str | bytes) -> None:
+        frames.append(frame)
+        await client.close()
+
+    await asyncio.wait_for(client.connect(keep), WAIT_SECONDS)
+    assert b"subscribed to: T.AAPL" in (
+        frames[0] if isinstance(frames[0], bytes) else frames[0].encode()
+    )
