@@ -19,6 +19,7 @@ import psutil
 from core.config import Settings
 from core.db import connect, create_database, dagster_storage_url, drop_database, with_database
 from core.intervals import CANDLE_ASSETS
+from mdp.bench.reference import plain_copy_rate
 from mdp.bench.up import DAGSTER_DATABASE
 from pipelines.names import LAKE
 from pipelines.trade_files import POLYGON_COLUMNS
@@ -61,22 +62,11 @@ def copy_reference(url: str, path: Path) -> float:
             "ticker", "exchange", "id", "sip_timestamp", "price", "size"
         ).iter_rows()
     ]
-    with connect(url) as conn:
-        conn.execute("DROP TABLE IF EXISTS bench_import_copy")
-        conn.execute(
-            "CREATE TABLE bench_import_copy (source text, event_id text, symbol text,"
-            " ts timestamptz, price float8, volume float8)"
-        )
-        conn.commit()
-        started = time.perf_counter()
-        with conn.cursor().copy("COPY bench_import_copy FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(["text", "text", "text", "timestamptz", "float8", "float8"])
-            for row in rows:
-                copy.write_row(row)
-        conn.commit()
-        seconds = time.perf_counter() - started
-        conn.execute("DROP TABLE bench_import_copy")
-    return len(rows) / seconds
+    columns = {
+        "source": "text", "event_id": "text", "symbol": "text",
+        "ts": "timestamptz", "price": "float8", "volume": "float8",
+    }  # fmt: skip
+    return plain_copy_rate(url, columns, rows)
 
 
 def bench_import(url: str, settings: Settings, *, import_rows: int, **_: Any) -> dict[str, Any]:

@@ -7,7 +7,6 @@ import asyncio
 import base64
 import random
 import secrets
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,6 +15,7 @@ import msgspec
 from core.config import Settings
 from core.db import connect
 from mdp.bench.load import request_bytes, run_load
+from mdp.bench.reference import plain_copy_rate
 from mdp.processes import api_server
 from serving.inbox import COPY_TYPES, INBOX_COLUMNS
 
@@ -54,24 +54,8 @@ def copy_reference(url: str, ticks: list[dict[str, Any]]) -> float:
         )
         for t in ticks
     ]
-    with connect(url) as conn:
-        conn.execute("DROP TABLE IF EXISTS bench_copy")
-        conn.execute(
-            "CREATE TABLE bench_copy (symbol text, ts timestamptz, price float8, volume float8,"
-            " source text, event_id text)"
-        )
-        conn.commit()
-        started = time.perf_counter()
-        with conn.cursor().copy(
-            f"COPY bench_copy ({INBOX_COLUMNS}) FROM STDIN (FORMAT BINARY)"
-        ) as copy:
-            copy.set_types(COPY_TYPES)
-            for row in rows:
-                copy.write_row(row)
-        conn.commit()
-        seconds = time.perf_counter() - started
-        conn.execute("DROP TABLE bench_copy")
-    return len(rows) / seconds
+    columns = dict(zip(INBOX_COLUMNS.split(", "), COPY_TYPES, strict=True))
+    return plain_copy_rate(url, columns, rows)
 
 
 def bench_ingest(url: str, settings: Settings, *, rows: int, **_: Any) -> dict[str, Any]:
