@@ -1,11 +1,16 @@
-"""Helpers the test modules share: ticks to send, sending them, and reading every candle page."""
+"""Helpers the test modules share: ticks to send, sending them, reading every candle page, and
+waiting (bounded, never timed) for something to happen."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import date
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+
+T = TypeVar("T")
 
 
 def tick(n: int = 1, **fields: Any) -> dict[str, Any]:
@@ -44,3 +49,13 @@ def all_candles(client: httpx.Client, **params: Any) -> list[dict[str, Any]]:
         token = body["next_page_token"]
         if token is None:
             return candles
+
+
+def wait_for(what: str, condition: Callable[[], T], timeout: float, poll: float = 0.5) -> T:
+    """The first truthy value of `condition`, asked every `poll` seconds; fails after `timeout`
+    saying `what` did not happen (a bound for a loaded machine, not a measurement)."""
+    deadline = time.monotonic() + timeout
+    while not (found := condition()):
+        assert time.monotonic() < deadline, what
+        time.sleep(poll)
+    return found

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import yaml
 from core.db import Connection
 from mdp.processes import free_port
 from pipelines.ingestion import record_idle_cycle
+from tests.support import wait_for
 
 RULES = Path(__file__).resolve().parent.parent / "deploy" / "prometheus"
 
@@ -92,14 +92,6 @@ def _query(prometheus: str, expr: str) -> list[dict[str, Any]]:
     return result
 
 
-def wait_for(what: str, condition: Any, timeout: float = 240) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (found := condition()):
-        assert time.monotonic() < deadline, what
-        time.sleep(1)
-    return found
-
-
 def test_prometheus_fires_ingestion_stale_when_the_drains_stop(
     prometheus: str, db: Connection
 ) -> None:
@@ -110,12 +102,17 @@ def test_prometheus_fires_ingestion_stale_when_the_drains_stop(
             _query(prometheus, "mdp_ingestion_alive == 1")
             and _alert(prometheus, "MdpIngestionStale") is None
         ),
+        timeout=240,
+        poll=1,
     )
     # No drain looks again (the daemon is stopped): stale after 3 intervals, firing a minute later.
     firing = wait_for(
         "MdpIngestionStale fires",
         lambda: (a := _alert(prometheus, "MdpIngestionStale")) and a["state"] == "firing" and a,
+        timeout=240,
+        poll=1,
     )
+    assert firing  # wait_for returns the first truthy value: the firing alert
     assert firing["labels"]["severity"] == "page"
     assert "dagster-daemon.log" in firing["annotations"]["runbook"]
     assert _alert(prometheus, "MdpDatabaseDown") is None

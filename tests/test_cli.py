@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import pytest
 
 from core.db import connect, migration_ids
 from mdp.processes import free_port, spawn_mdp, stop, wait_until_live
-from tests.support import tick
+from tests.support import tick, wait_for
 
 WITHOUT_CREDENTIALS = {k: v for k, v in os.environ.items() if not k.startswith(("INGEST_", "MDP_"))}
 
@@ -129,13 +128,6 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
         time.sleep(0.2)
 
 
-def _wait_for(what: str, condition: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.5)
-
-
 def _database_now(data_dir: Path) -> datetime:
     with connect(f"postgresql://postgres@/market?host={data_dir / 'postgres'}") as conn:
         [(now,)] = conn.execute("SELECT now()").fetchall()
@@ -173,9 +165,9 @@ def test_up_runs_the_platform_on_the_embedded_default_and_carries_on_after_a_res
     up = _run_up(data_dir, port, dagster_port)
     try:
         _wait_ready(url, up)
-        _wait_for("the feeder delivered nothing", lambda: _count(data_dir, ACKED) > 0, 30)
+        wait_for("the feeder delivered nothing", lambda: _count(data_dir, ACKED) > 0, 30)
         # Dagster starts, its sensor launches micro-batches
-        _wait_for("no candles materialized", lambda: _count(data_dir, CANDLES) == 5, 120)
+        wait_for("no candles materialized", lambda: _count(data_dir, CANDLES) == 5, 120)
         today = datetime.now(UTC).date()
         days = [(today - timedelta(days=n)).isoformat() for n in (2, 1, 0)]
         backfill = _backfill_like_the_ui(f"http://127.0.0.1:{dagster_port}", days)
@@ -193,7 +185,7 @@ def test_up_runs_the_platform_on_the_embedded_default_and_carries_on_after_a_res
         assert _ended_runs(data_dir) <= {"SUCCESS", "CANCELED"}
         restarted = _database_now(data_dir)
         # The restarted feeder's ticks are new trades, not duplicates of the first run's.
-        _wait_for(
+        wait_for(
             "nothing fed after the restart was promoted",
             lambda: all(n > 0 for n in _promoted_since(data_dir, restarted)),
             120,
@@ -214,7 +206,7 @@ def test_no_process_of_the_platform_outlives_up(tmp_path: Path, sig: signal.Sign
     up = _run_up(data_dir, port, dagster_port)
     try:
         _wait_ready(f"http://127.0.0.1:{port}", up)
-        _wait_for("no micro-batch ran", lambda: _count(data_dir, CANDLES) > 0, 120)
+        wait_for("no micro-batch ran", lambda: _count(data_dir, CANDLES) > 0, 120)
         tree = psutil.Process(up.pid).children(recursive=True)
         platform = {p.pid: p for p in [*tree, *_platform_processes(data_dir)]}
         assert {"api", "daemon", "webserver", "feed", "grpc", "postgres"} <= {
