@@ -70,13 +70,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     pool = make_pool(settings.database_url)
+    hub = StreamHub(settings.database_url)
     app.state.services = Services(
         settings=settings,
         started_at=datetime.now(UTC),
         pool=pool,
-        inbox=InboxWriter(pool),
+        inbox=InboxWriter(pool, on_commit=hub.committed),
         symbols=SymbolRegistry(pool),
-        stream=StreamHub(settings.database_url),
+        stream=hub,
         candle_cache=CandleCache(pool),
         expected_migrations=migration_ids(),
     )

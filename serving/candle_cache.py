@@ -6,7 +6,9 @@ are written to the change log `candle_updates`. Each API process keeps the JSON 
 candles it served, in blocks of 1,440 buckets per symbol and interval (a UTC day of 1m bars),
 follows the change log to drop the blocks that changed, and reads live only the open bucket. A
 read whose closed buckets have trades still pending in the inbox (late trades) is not served from
-here: those buckets are merged live. Memory is bounded; the least recently used blocks go first.
+here: those buckets are merged live. The change log and the pending trades are re-read only after
+a commit: at once after one of this process, after another's when its NOTIFY arrives. Memory is
+bounded; the least recently used blocks go first.
 """
 
 from __future__ import annotations

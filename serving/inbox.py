@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from psycopg_pool import AsyncConnectionPool
@@ -31,8 +32,14 @@ class _Pending:
 class InboxWriter:
     """One writer task per process; `append` returns once the rows are committed."""
 
-    def __init__(self, pool: AsyncConnectionPool, max_group_rows: int = 200_000) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        on_commit: Callable[[], None] = lambda: None,
+        max_group_rows: int = 200_000,
+    ) -> None:
         self._pool = pool
+        self._on_commit = on_commit
         self._max_group_rows = max_group_rows
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -65,6 +72,7 @@ class InboxWriter:
                     if not p.done.done():
                         p.done.set_exception(exc)
             else:
+                self._on_commit()
                 for p in group:
                     if not p.done.done():
                         p.done.set_result(None)

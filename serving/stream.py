@@ -114,8 +114,15 @@ class StreamHub:
     @property
     def changes(self) -> int | None:
         """How many commits this process has heard of so far (None while it cannot hear them):
-        while the count stays the same, nothing committed since."""
+        while the count stays the same, nothing committed since. This process's own commits
+        count once they are done (`committed`); another process's once its notification
+        arrives, normally within milliseconds."""
         return self._changes if self._listening else None
+
+    def committed(self) -> None:
+        """This process committed a change: count it now, without waiting for its notification
+        (a read that follows the write sees it)."""
+        self._notify()
 
     def _notify(self) -> None:
         self._changes += 1

@@ -1,6 +1,7 @@
 """`/candles` serves closed buckets from each API process's memory: it must say exactly what the
 tables say, whatever changed them since (a late trade, a recomputed day, an announced change),
-and page the same as a direct read."""
+and page the same as a direct read. A change the API process made itself is served at once;
+one committed elsewhere once its notification reaches the process."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families as parse_pro
 from core.db import Connection
 from pipelines.candles import recompute_day
 from pipelines.ingestion import drain_inbox
-from tests.support import all_candles, send, tick
+from tests.support import all_candles, send, tick, wait_for
 
 DAY = date(2026, 11, 20)
 WINDOW = {
@@ -93,8 +94,13 @@ def test_a_recomputed_day_replaces_what_was_cached(
     a_morning(client, db)
     assert served(client) == stored(db)  # cached now
     db.execute("DELETE FROM trades WHERE event_id = 'e-62'")  # a correction: 10:02 loses its trade
-    recompute_day(db, database_url, DAY)
-    assert f"{DAY}T10:02:00Z" not in {row[0] for row in served(client)}
+    recompute_day(db, database_url, DAY)  # another process: the API hears of it by notification
+    wait_for(
+        "the recomputed day to reach the cache",
+        lambda: f"{DAY}T10:02:00Z" not in {row[0] for row in served(client)},
+        timeout=30,
+        poll=0.05,
+    )
     assert served(client) == stored(db)
 
 

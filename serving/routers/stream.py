@@ -110,7 +110,9 @@ class Announced(BaseModel):
     tags=["internal"],
     responses=refusals(400, 401, 404, 422, 503),
 )
-async def agg_update(registry: Registry, pool: Pool, update: AggUpdate) -> Announced:
+async def agg_update(
+    registry: Registry, pool: Pool, stream: Stream, update: AggUpdate
+) -> Announced:
     """A pipeline announces candles it changed; /stream readers get their current values."""
     for symbol in {c.symbol for c in update.candles}:
         await known_symbol(registry, symbol)
@@ -126,4 +128,5 @@ async def agg_update(registry: Registry, pool: Pool, update: AggUpdate) -> Annou
     async with pool.connection() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (CANDLES_LOCK_KEY,))
         await conn.execute(query("announce_candles"), params)
+    stream.committed()
     return Announced(announced=len(update.candles))
