@@ -17,6 +17,7 @@ from serving.candle_cache import CandleCache
 from serving.db import make_pool
 from serving.deps import Services, services
 from serving.errors import DATABASE_UNAVAILABLE, install_error_handlers
+from serving.fanout import Fanout
 from serving.inbox import InboxWriter
 from serving.metrics import RequestMetrics
 from serving.routers import dashboard, health, ingest, market, ops, polygon, stocks, stream
@@ -52,6 +53,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await shared.fanout.stop()
         await shared.stream.stop()
         await shared.inbox.stop()
         await shared.pool.close()
@@ -78,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         inbox=InboxWriter(pool, on_commit=hub.committed),
         symbols=SymbolRegistry(pool),
         stream=hub,
+        fanout=Fanout(pool, hub),
         candle_cache=CandleCache(pool),
         expected_migrations=migration_ids(),
     )

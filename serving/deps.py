@@ -16,6 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from core.config import Settings
 from serving.candle_cache import CandleCache
+from serving.fanout import Fanout
 from serving.inbox import InboxWriter
 from serving.stream import StreamHub
 from serving.symbols import SymbolRegistry
@@ -34,6 +35,7 @@ class Services:
     inbox: InboxWriter
     symbols: SymbolRegistry
     stream: StreamHub
+    fanout: Fanout
     candle_cache: CandleCache
     expected_migrations: list[str]
 

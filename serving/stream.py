@@ -48,6 +48,33 @@ async def heads(pool: AsyncConnectionPool) -> tuple[int, int]:
     return row[0], row[1]
 
 
+async def read_events(
+    pool: AsyncConnectionPool,
+    cursor: tuple[int, int],
+    symbols: list[str] | None,
+    kinds: set[str],
+) -> list[Event]:
+    """The accepted trades and candle changes after `cursor`, in order, at most BATCH."""
+    after_trade, after_candle = cursor
+    params: dict[str, Any] = {
+        "symbols": symbols,
+        "want_trades": "trade" in kinds,
+        "want_candles": "candle" in kinds,
+        "after_trade": after_trade,
+        "after_candle": after_candle,
+    }
+    async with pool.connection() as conn:
+        rows = await (await conn.execute(query("stream_events"), params)).fetchall()
+    events = []
+    for kind, event_id, symbol, data in rows:
+        if kind == "trade":
+            after_trade = max(after_trade, event_id)
+        else:
+            after_candle = max(after_candle, event_id)
+        events.append(Event(kind, symbol, data, (after_trade, after_candle)))
+    return events
+
+
 async def follow_events(
     pool: AsyncConnectionPool,
     hub: StreamHub,
@@ -58,27 +85,14 @@ async def follow_events(
     """The accepted trades and candle changes after `cursor`, in order, a read at a time, for as
     long as the caller iterates; each read waits for a commit (or HEARTBEAT_SECONDS: an empty
     list, to keep the connection alive)."""
-    after_trade, after_candle = cursor
-    params: dict[str, Any] = {
-        "symbols": symbols,
-        "want_trades": "trade" in kinds,
-        "want_candles": "candle" in kinds,
-    }
     while True:
         generation = hub.generation()
-        params.update(after_trade=after_trade, after_candle=after_candle)
-        async with pool.connection() as conn:
-            rows = await (await conn.execute(query("stream_events"), params)).fetchall()
+        events = await read_events(pool, cursor, symbols, kinds)
         read_at = time.monotonic()
-        events = []
-        for kind, event_id, symbol, data in rows:
-            if kind == "trade":
-                after_trade = max(after_trade, event_id)
-            else:
-                after_candle = max(after_candle, event_id)
-            events.append(Event(kind, symbol, data, (after_trade, after_candle)))
+        if events:
+            cursor = events[-1].cursor
         yield events
-        if len(rows) < BATCH:
+        if len(events) < BATCH:
             await hub.wait(generation, HEARTBEAT_SECONDS)
             # Under a busy feed, read at most every COALESCE_SECONDS; an idle reader at once.
             await asyncio.sleep(max(0.0, COALESCE_SECONDS - (time.monotonic() - read_at)))

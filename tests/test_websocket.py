@@ -1,5 +1,7 @@
 """`GET /stocks` with the official `massive` WebSocketClient, unchanged, as the client: auth,
-trades as `T` events equal to the ticks ingested, subscriptions that start and stop them."""
+trades as `T` events equal to the ticks ingested, second and minute bars equal to the trades of
+their bucket (and sent again when a late trade changes them), subscriptions that start and stop
+them."""
 
 from __future__ import annotations
 
@@ -8,28 +10,30 @@ import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 from massive import WebSocketClient
 from massive.exceptions import AuthError
-from massive.websocket.models import EquityTrade
+from massive.websocket.models import EquityAgg, EquityTrade
 
 from core.db import Connection
 from mdp.processes import api_server
 from tests.conftest import PASSWORD, USER, api_env
 from tests.support import tick
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 WAIT_SECONDS = 30.0  # generous bounds for a loaded machine; no test measures time
 
 
 @contextlib.asynccontextmanager
 async def connected(
-    api_url: str, key: str, *channels: str
+    api_url: str, key: str, *channels: str, bars: list[EquityAgg] | None = None
 ) -> AsyncIterator[tuple[WebSocketClient, list[EquityTrade]]]:
-    """A massive client on our /stocks, subscribed to `channels`, collecting trades."""
+    """A massive client on our /stocks, subscribed to `channels`, collecting trades (and, when
+    `bars` is given, second and minute bars into it)."""
     client = WebSocketClient(
         api_key=key, feed=api_url.removeprefix("http://"), market="stocks", secure=False,
         subscriptions=list(channels), max_reconnects=0,
@@ -38,6 +42,8 @@ async def connected(
 
     async def collect(messages: list[Any]) -> None:
         trades.extend(m for m in messages if isinstance(m, EquityTrade))
+        if bars is not None:
+            bars.extend(m for m in messages if isinstance(m, EquityAgg))
 
     running = asyncio.create_task(client.connect(collect))
     try:
@@ -200,3 +206,95 @@ def test_every_subscriber_gets_trades_accepted_by_either_worker(
     with api_server(api_env(database_url), workers=2) as url:
         received = asyncio.run(scenario(url))
     assert received == [[f"e-{100 + i}" for i in range(8)]] * 4
+
+
+def expected_bars(ticks: list[dict[str, Any]], width_ms: int) -> dict[int, tuple[Any, ...]]:
+    """Bars computed here from the ticks, by bucket start (epoch ms): open, high, low, close,
+    volume, VWAP (rounded), average size."""
+    buckets: dict[int, list[dict[str, Any]]] = {}
+    for t in sorted(ticks, key=lambda t: datetime.fromisoformat(t["ts"])):
+        ms = (datetime.fromisoformat(t["ts"]) - EPOCH) // timedelta(milliseconds=1)
+        buckets.setdefault(ms // width_ms * width_ms, []).append(t)
+    return {
+        start: (
+            ts[0]["price"], max(t["price"] for t in ts), min(t["price"] for t in ts),
+            ts[-1]["price"], sum(t["volume"] for t in ts),
+            round(sum(t["price"] * t["volume"] for t in ts) / sum(t["volume"] for t in ts), 9),
+            sum(t["volume"] for t in ts) / len(ts),
+        )
+        for start, ts in buckets.items()
+    }  # fmt: skip
+
+
+def bar_values(bar: EquityAgg) -> tuple[Any, ...]:
+    assert bar.vwap is not None
+    return (
+        bar.open, bar.high, bar.low, bar.close, bar.volume, round(bar.vwap, 9), bar.average_size
+    )  # fmt: skip
+
+
+def test_second_bars_equal_the_trades_of_their_second(api_url: str, db: Connection) -> None:
+    """Ticks stamped now: their second closes, and its `A` bar is what the ticks make."""
+
+    async def scenario() -> tuple[dict[int, tuple[Any, ...]], dict[int, EquityAgg]]:
+        bars: list[EquityAgg] = []
+        async with connected(api_url, "any key", "T.AAPL", "A.AAPL", bars=bars) as (_, trades):
+            await live(api_url, trades)
+            now = datetime.now(UTC)
+            ticks = [
+                tick(i, ts=(now - timedelta(milliseconds=7 * i)).isoformat(),
+                     price=[101.0, 99.5, 100.25][i], volume=10 + i)
+                for i in range(3)
+            ]  # fmt: skip
+            await post(api_url, ticks)
+            expected = expected_bars(ticks, 1000)
+            first: dict[int, EquityAgg] = {}
+            await until(
+                "a bar for each second",
+                lambda: all(any(b.start_timestamp == s for b in bars) for s in expected),
+            )
+            for bar in bars:
+                first.setdefault(bar.start_timestamp or 0, bar)
+            return expected, first
+
+    expected, first = asyncio.run(scenario())
+    for start, values in expected.items():
+        bar = first[start]
+        assert (bar.event_type, bar.symbol, bar.end_timestamp) == ("A", "AAPL", start + 1000)
+        assert bar_values(bar) == values
+
+
+def test_a_late_trade_sends_the_minute_bar_again_with_its_new_values(
+    api_url: str, db: Connection
+) -> None:
+    """A closed minute's `AM` bar, then a resend (nothing changes: no bar), then a late trade with
+    a new high: the bar again, corrected."""
+    minute = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
+    start = int(minute.timestamp() * 1000)
+    ticks = [
+        tick(i, ts=(minute + timedelta(seconds=10 * i)).isoformat(), price=100.0 + i % 2,
+             volume=5 * (i + 1))
+        for i in range(4)
+    ]  # fmt: skip
+    late = tick(99, ts=(minute + timedelta(seconds=59)).isoformat(), price=120.0, volume=1)
+
+    async def scenario() -> list[EquityAgg]:
+        bars: list[EquityAgg] = []
+        async with connected(api_url, "any key", "T.AAPL", "AM.AAPL", bars=bars) as (_, trades):
+            await live(api_url, trades)
+            ours = lambda: [b for b in bars if b.start_timestamp == start]  # noqa: E731
+            await post(api_url, ticks)
+            await until("the minute's bar", lambda: len(ours()) == 1)
+            await post(api_url, [ticks[1]])  # a resend: no new trade, no new bar
+            await post(api_url, [late])
+            await until("the corrected bar", lambda: len(ours()) >= 2)
+            return ours()
+
+    bars = asyncio.run(scenario())
+    assert [(b.event_type, b.symbol, b.end_timestamp) for b in bars] == [
+        ("AM", "AAPL", start + 60_000)
+    ] * 2
+    assert [bar_values(b) for b in bars] == [
+        expected_bars(ticks, 60_000)[start],
+        expected_bars([*ticks, late], 60_000)[start],
+    ]

@@ -3,75 +3,48 @@
 
 On connect a `connected` status; then `{"action": "auth", "params": KEY}` (any key while
 READ_API_KEYS is unset; `auth_failed` and the connection closed for a key not among them); then
-`subscribe` / `unsubscribe` with `T.<symbol>` or `T.*`. Every frame is a JSON array of events:
-`T` for each accepted trade (resends left out, as /stream does), `t` in epoch milliseconds, `q`
-the acceptance order. Minute and second bars (`AM`, `A`) are not served yet: subscribing to them
-is answered with an error status. A consumer that falls MAX_BEHIND frames behind is told
-`slow_consumer` and disconnected, so it never slows the others."""
+`subscribe` / `unsubscribe` with `T.<symbol>`, `A.<symbol>`, `AM.<symbol>` or `<kind>.*`. Every
+frame is a JSON array of events: `T` for each accepted trade (resends left out, as /stream does),
+`t` in epoch milliseconds, `q` the acceptance order; `A` and `AM` second and minute bars, sent
+shortly after the bucket closes and again when a late trade changes them (`serving.fanout`). A
+consumer that falls too far behind is told `slow_consumer` and disconnected, so it never slows
+the others."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from serving.deps import Services, services
+from serving.deps import services
+from serving.fanout import KINDS, Subscriber
 from serving.metrics import STREAMS, STREAMS_ENDED
-from serving.stream import Event, follow_events, heads
 
 router = APIRouter(tags=["stream"])
 
-MAX_BEHIND = 256  # frames queued for one consumer before it is disconnected
 AUTH_SECONDS = 10.0
-CHANNELS = {"T"}
-NOT_YET = {"AM", "A", "Q"}
 
 
 def _status(status: str, message: str) -> list[dict[str, str]]:
     return [{"ev": "status", "status": status, "message": message}]
 
 
-def _trade(event: Event) -> dict[str, Any]:
-    trade = json.loads(event.data)
-    return {
-        "ev": "T",
-        "sym": trade["symbol"],
-        "i": trade["event_id"],
-        "p": trade["price"],
-        "s": trade["volume"],
-        "t": int(datetime.fromisoformat(trade["ts"]).timestamp() * 1000),
-        "q": trade["seq"],
-    }
-
-
-class Subscriptions:
-    """The channels one connection asked for: `T.AAPL`, `T.*`."""
-
-    def __init__(self) -> None:
-        self.channels: set[str] = set()
-
-    def change(self, action: str, params: str) -> list[dict[str, str]]:
-        replies = []
-        for channel in filter(None, (p.strip() for p in params.split(","))):
-            kind, _, symbol = channel.partition(".")
-            if kind in NOT_YET:
-                replies += _status("error", f"{kind} events are not available here yet: {channel}")
-            elif kind not in CHANNELS or not symbol:
-                replies += _status("error", f"unknown channel {channel!r}")
-            elif action == "subscribe":
-                self.channels.add(channel)
-                replies += _status("success", f"subscribed to: {channel}")
-            else:
-                self.channels.discard(channel)
-                replies += _status("success", f"unsubscribed to: {channel}")
-        return replies
-
-    def wants(self, kind: str, symbol: str) -> bool:
-        return f"{kind}.*" in self.channels or f"{kind}.{symbol}" in self.channels
+def _change(subscriber: Subscriber, action: str, params: str) -> list[dict[str, str]]:
+    replies = []
+    for channel in filter(None, (p.strip() for p in params.split(","))):
+        kind, _, symbol = channel.partition(".")
+        if kind not in KINDS or not symbol:
+            replies += _status("error", f"unknown channel {channel!r} (T, A and AM are served)")
+        elif action == "subscribe":
+            subscriber.channels.add(channel)
+            replies += _status("success", f"subscribed to: {channel}")
+        else:
+            subscriber.channels.discard(channel)
+            replies += _status("success", f"unsubscribed to: {channel}")
+    return replies
 
 
 @router.websocket("/stocks")
@@ -97,19 +70,19 @@ async def stocks(websocket: WebSocket) -> None:
         return
     await websocket.send_json(_status("auth_success", "authenticated"))
 
-    subscriptions = Subscriptions()
-    frames: asyncio.Queue[list[dict[str, Any]]] = asyncio.Queue(MAX_BEHIND)
+    subscriber = Subscriber()
+    shared.fanout.join(subscriber)
     STREAMS.inc()
     reason = "client"
     tasks = [
-        asyncio.create_task(_read_trades(shared, subscriptions, frames)),
-        asyncio.create_task(_send(websocket, frames)),
-        asyncio.create_task(_listen(websocket, subscriptions, frames)),
+        asyncio.create_task(_send(websocket, subscriber)),
+        asyncio.create_task(_listen(websocket, subscriber)),
+        asyncio.create_task(subscriber.slow.wait()),
     ]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         errors = [e for task in done if (e := task.exception()) is not None]
-        if any(isinstance(e, _SlowConsumer) for e in errors):
+        if subscriber.slow.is_set():
             reason = "slow"
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(1.0):
@@ -117,6 +90,7 @@ async def stocks(websocket: WebSocket) -> None:
         elif any(not isinstance(e, WebSocketDisconnect) for e in errors):
             reason = "error"
     finally:
+        shared.fanout.leave(subscriber)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -126,38 +100,17 @@ async def stocks(websocket: WebSocket) -> None:
             await websocket.close()
 
 
-class _SlowConsumer(Exception):
-    pass
-
-
-async def _read_trades(
-    shared: Services, subscriptions: Subscriptions, frames: asyncio.Queue[list[dict[str, Any]]]
-) -> None:
-    cursor = await heads(shared.pool)
-    async for events in follow_events(shared.pool, shared.stream, cursor, None, {"trade"}):
-        frame = [_trade(e) for e in events if subscriptions.wants("T", e.symbol)]
-        if frame:
-            try:
-                frames.put_nowait(frame)
-            except asyncio.QueueFull:
-                raise _SlowConsumer from None
-
-
-async def _send(websocket: WebSocket, frames: asyncio.Queue[list[dict[str, Any]]]) -> None:
+async def _send(websocket: WebSocket, subscriber: Subscriber) -> None:
     while True:
-        await websocket.send_json(await frames.get())
+        await websocket.send_text(await subscriber.frames.get())
 
 
-async def _listen(
-    websocket: WebSocket,
-    subscriptions: Subscriptions,
-    frames: asyncio.Queue[list[dict[str, Any]]],
-) -> None:
+async def _listen(websocket: WebSocket, subscriber: Subscriber) -> None:
     while True:
-        message = await websocket.receive_json()
+        message: Any = await websocket.receive_json()
         action = message.get("action") if isinstance(message, dict) else None
         if action in ("subscribe", "unsubscribe") and isinstance(message.get("params"), str):
-            replies = subscriptions.change(action, message["params"])
+            replies = _change(subscriber, action, message["params"])
         else:
             replies = _status("error", "expected subscribe or unsubscribe with params")
-        await frames.put(replies)
+        await subscriber.frames.put(json.dumps(replies))

@@ -1,0 +1,43 @@
+-- The /stocks WebSocket's bars (A: %(width)s = 1 second, AM: 1 minute): for each symbol (all when
+-- %(symbols)s is NULL) and bucket of %(width)s in [%(start)s, %(end)s), the bar of its accepted
+-- trades, promoted or still pending (resends left out; open and close by time, then acceptance),
+-- with the symbol's UTC day so far: its volume, open and VWAP (materialized merged with pending).
+WITH accepted AS (
+    SELECT symbol, ts, seq, price, volume
+    FROM trades
+    WHERE ts >= %(start)s AND ts < %(end)s
+      AND (%(symbols)s::text[] IS NULL OR symbol = ANY(%(symbols)s::text[]))
+    UNION ALL
+    SELECT symbol, ts, seq, price, volume
+    FROM (
+        SELECT DISTINCT ON (i.source, i.event_id) i.symbol, i.ts, i.seq, i.price, i.volume
+        FROM trade_inbox i
+        WHERE i.ts >= %(start)s AND i.ts < %(end)s
+          AND (%(symbols)s::text[] IS NULL OR i.symbol = ANY(%(symbols)s::text[]))
+          AND NOT EXISTS (SELECT FROM trades t WHERE t.source = i.source AND t.event_id = i.event_id)
+        ORDER BY i.source, i.event_id, i.seq
+    ) pending
+),
+bars AS (
+    SELECT symbol,
+           date_bin(%(width)s, ts, 'epoch') AS bucket_start,
+           (array_agg(price ORDER BY ts, seq))[1] AS open,
+           max(price) AS high,
+           min(price) AS low,
+           (array_agg(price ORDER BY ts DESC, seq DESC))[1] AS close,
+           sum(volume) AS volume,
+           sum(price * volume) / sum(volume) AS vwap,
+           count(*) AS trade_count
+    FROM accepted
+    GROUP BY 1, 2
+)
+SELECT b.symbol,
+       (extract(epoch FROM b.bucket_start) * 1000)::int8 AS start_ms,
+       b.open, b.high, b.low, b.close, b.volume, b.vwap, b.trade_count,
+       d.volume AS day_volume, d.open AS day_open, d.vwap AS day_vwap
+FROM bars b
+CROSS JOIN LATERAL live_candles(
+    b.symbol, '1d', interval '1 day', date_bin(interval '1 day', b.bucket_start, 'epoch'),
+    date_bin(interval '1 day', b.bucket_start, 'epoch') + interval '1 day', 1
+) d
+ORDER BY b.bucket_start, b.symbol
