@@ -7,8 +7,8 @@ trades. A bar goes out GRACE_SECONDS after its bucket closes, computed by Postgr
 accepted trades (`sql/queries/stream_bars.sql`, so exact whatever this process saw); a trade
 accepted later into a bucket already sent is late, and the bar goes out again with its new values,
 as Polygon rebroadcasts and Alpaca's `updatedBars` do. Each subscriber has a bounded queue: one
-that falls MAX_BEHIND frames behind is marked slow (and disconnected by its handler), so it never
-holds up the others.
+that falls MAX_BEHIND bytes behind is marked slow (and disconnected by its handler), so it never
+holds up the others and its memory stays bounded.
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ import msgspec
 from psycopg_pool import AsyncConnectionPool
 
 from core.db import query
-from serving.stream import BATCH, COALESCE_SECONDS, HEARTBEAT_SECONDS, StreamHub, heads, read_events
+from serving.stream import COALESCE_SECONDS, HEARTBEAT_SECONDS, StreamHub, heads, read_events
 
 log = logging.getLogger(__name__)
 
-MAX_BEHIND = 256  # frames queued for one subscriber before it counts as slow
+MAX_BEHIND = 4 * 2**20  # bytes queued for one subscriber before it counts as slow
 GRACE_SECONDS = 0.25  # how long after its bucket closes a bar goes out
 BAR_MS = {"A": 1_000, "AM": 60_000}  # bar kinds and their widths, milliseconds
 KINDS = {"T", *BAR_MS}
@@ -48,14 +48,22 @@ class Subscriber:
 
     def __init__(self) -> None:
         self.channels: set[str] = set()
-        self.frames: asyncio.Queue[str] = asyncio.Queue(MAX_BEHIND)
         self.slow = asyncio.Event()
+        self._frames: asyncio.Queue[str] = asyncio.Queue()
+        self._behind = 0  # bytes queued
 
     def offer(self, frame: str) -> None:
-        try:
-            self.frames.put_nowait(frame)
-        except asyncio.QueueFull:
+        """Queue `frame`, unless that puts the subscriber too far behind: then it is slow."""
+        if self._behind + len(frame) > MAX_BEHIND:
             self.slow.set()
+        elif not self.slow.is_set():
+            self._frames.put_nowait(frame)
+            self._behind += len(frame)
+
+    async def next_frame(self) -> str:
+        frame = await self._frames.get()
+        self._behind -= len(frame)
+        return frame
 
     def symbols(self, kind: str) -> frozenset[str] | None:
         """The symbols this subscriber wants `kind` events of; None for all of them."""
@@ -96,10 +104,9 @@ class Fanout:
             generation = self._hub.generation()
             try:
                 cursor = cursor or await heads(self._pool)
-                events = await read_events(self._pool, cursor, None, {"trade"})
-                if events:
-                    cursor = events[-1].cursor
-                trades = [_trade(json.loads(e.data)) for e in events]
+                read = await read_events(self._pool, cursor, None, {"trade"})
+                cursor = read.cursor
+                trades = [_trade(json.loads(e.data)) for e in read.events]
                 self._publish("T", trades)
                 for kind in BAR_MS:
                     closed[kind] = await self._bars(kind, closed[kind], trades)
@@ -108,7 +115,7 @@ class Fanout:
                 await asyncio.sleep(1.0)
                 continue
             read_at = time.monotonic()
-            if len(events) < BATCH:
+            if not read.more:
                 due = min(closed[kind] + width for kind, width in BAR_MS.items())
                 until_due = (due - _now_ms()) / 1000 + GRACE_SECONDS
                 await self._hub.wait(generation, min(HEARTBEAT_SECONDS, max(until_due, 0.0)))

@@ -21,7 +21,7 @@ from core.db import libpq_url, query
 log = logging.getLogger(__name__)
 
 CHANNEL = "mdp_stream"
-BATCH = 2000  # events per read (sql/queries/stream_events.sql)
+BATCH = 2000  # trades looked at, and candle changes, per read (sql/queries/stream_events.sql)
 HEARTBEAT_SECONDS = 15.0
 COALESCE_SECONDS = 0.05  # readers wake at most this often under a busy feed
 
@@ -48,13 +48,20 @@ async def heads(pool: AsyncConnectionPool) -> tuple[int, int]:
     return row[0], row[1]
 
 
+@dataclass(frozen=True)
+class Read:
+    events: list[Event]
+    cursor: tuple[int, int]  # where the next read starts (past resends looked at, too)
+    more: bool  # a full batch: more may be waiting
+
+
 async def read_events(
     pool: AsyncConnectionPool,
     cursor: tuple[int, int],
     symbols: list[str] | None,
     kinds: set[str],
-) -> list[Event]:
-    """The accepted trades and candle changes after `cursor`, in order, at most BATCH."""
+) -> Read:
+    """The accepted trades and candle changes after `cursor`, in order, a batch of each."""
     after_trade, after_candle = cursor
     params: dict[str, Any] = {
         "symbols": symbols,
@@ -62,17 +69,23 @@ async def read_events(
         "want_candles": "candle" in kinds,
         "after_trade": after_trade,
         "after_candle": after_candle,
+        "batch": BATCH,
     }
     async with pool.connection() as conn:
         rows = await (await conn.execute(query("stream_events"), params)).fetchall()
+    (_, scanned_through, _, scanned), *rows = rows
     events = []
+    candles = 0
     for kind, event_id, symbol, data in rows:
         if kind == "trade":
-            after_trade = max(after_trade, event_id)
+            after_trade = event_id
         else:
-            after_candle = max(after_candle, event_id)
+            after_trade = scanned_through or after_trade
+            after_candle = event_id
+            candles += 1
         events.append(Event(kind, symbol, data, (after_trade, after_candle)))
-    return events
+    more = int(scanned) == BATCH or candles == BATCH
+    return Read(events, (scanned_through or after_trade, after_candle), more)
 
 
 async def follow_events(
@@ -87,12 +100,11 @@ async def follow_events(
     list, to keep the connection alive)."""
     while True:
         generation = hub.generation()
-        events = await read_events(pool, cursor, symbols, kinds)
+        read = await read_events(pool, cursor, symbols, kinds)
         read_at = time.monotonic()
-        if events:
-            cursor = events[-1].cursor
-        yield events
-        if len(events) < BATCH:
+        cursor = read.cursor
+        yield read.events
+        if not read.more:
             await hub.wait(generation, HEARTBEAT_SECONDS)
             # Under a busy feed, read at most every COALESCE_SECONDS; an idle reader at once.
             await asyncio.sleep(max(0.0, COALESCE_SECONDS - (time.monotonic() - read_at)))

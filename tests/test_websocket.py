@@ -6,8 +6,11 @@ them."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
+import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -18,6 +21,7 @@ import pytest
 from massive import WebSocketClient
 from massive.exceptions import AuthError
 from massive.websocket.models import EquityAgg, EquityTrade
+from prometheus_client.parser import text_string_to_metric_families as parse_prometheus
 
 from core.db import Connection
 from mdp.processes import api_server
@@ -282,7 +286,10 @@ def test_a_late_trade_sends_the_minute_bar_again_with_its_new_values(
         bars: list[EquityAgg] = []
         async with connected(api_url, "any key", "T.AAPL", "AM.AAPL", bars=bars) as (_, trades):
             await live(api_url, trades)
-            ours = lambda: [b for b in bars if b.start_timestamp == start]  # noqa: E731
+
+            def ours() -> list[EquityAgg]:
+                return [b for b in bars if b.start_timestamp == start]
+
             await post(api_url, ticks)
             await until("the minute's bar", lambda: len(ours()) == 1)
             await post(api_url, [ticks[1]])  # a resend: no new trade, no new bar
@@ -298,3 +305,71 @@ def test_a_late_trade_sends_the_minute_bar_again_with_its_new_values(
         expected_bars(ticks, 60_000)[start],
         expected_bars([*ticks, late], 60_000)[start],
     ]
+
+
+async def slow_ends(api_url: str) -> float:
+    async with httpx.AsyncClient(base_url=api_url) as http:
+        text = (await http.get("/metrics", headers={"Accept": "text/plain"})).text
+    return sum(
+        s.value
+        for family in parse_prometheus(text)
+        for s in family.samples
+        if s.name == "mdp_streams_ended_total" and s.labels.get("reason") == "slow"
+    )
+
+
+def stalled_subscriber(api_url: str, *messages: dict[str, Any]) -> socket.socket:
+    """A WebSocket connection to /stocks, written by hand so that no library reads for it: it
+    sends `messages` and then never reads (a 4 KiB receive buffer soon fills)."""
+    host, port = api_url.removeprefix("http://").split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(WAIT_SECONDS)
+    sock.connect((host, int(port)))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET /stocks HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        .encode()
+    )  # fmt: skip
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += sock.recv(1)
+    assert response.startswith(b"HTTP/1.1 101"), response
+    for message in messages:
+        payload = json.dumps(message).encode()
+        assert len(payload) < 126
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+    return sock
+
+
+def test_a_stalled_consumer_is_cut_off_and_never_holds_up_the_others(
+    api_url: str, db: Connection
+) -> None:
+    """One connection subscribes to every trade and stops reading: once it is too far behind
+    the server ends it as slow, while a massive client on the same server gets every trade, in
+    order."""
+
+    async def scenario() -> tuple[list[str], list[str]]:
+        before = await slow_ends(api_url)
+        stalled = stalled_subscriber(
+            api_url, {"action": "auth", "params": "k"}, {"action": "subscribe", "params": "T.*"}
+        )
+        posted: list[str] = []
+        async with connected(api_url, "any key", "T.*") as (_, trades):
+            await live(api_url, trades)
+            async with asyncio.timeout(120):
+                while await slow_ends(api_url) == before:
+                    batch = [tick(len(posted) + i, symbol="MSFT", price=100.0 + i % 10,
+                                  event_id=f"slow-{len(posted) + i}")
+                             for i in range(1000)]  # fmt: skip
+                    await post(api_url, batch)
+                    posted += [t["event_id"] for t in batch]
+            await until("every trade", lambda: len(real(trades)) >= len(posted))
+            stalled.close()
+            return posted, [t.id for t in real(trades)]
+
+    posted, received = asyncio.run(scenario())
+    assert received == posted

@@ -102,7 +102,7 @@ async def stocks(websocket: WebSocket) -> None:
 
 async def _send(websocket: WebSocket, subscriber: Subscriber) -> None:
     while True:
-        await websocket.send_text(await subscriber.frames.get())
+        await websocket.send_text(await subscriber.next_frame())
 
 
 async def _listen(websocket: WebSocket, subscriber: Subscriber) -> None:
@@ -113,4 +113,4 @@ async def _listen(websocket: WebSocket, subscriber: Subscriber) -> None:
             replies = _change(subscriber, action, message["params"])
         else:
             replies = _status("error", "expected subscribe or unsubscribe with params")
-        await subscriber.frames.put(json.dumps(replies))
+        subscriber.offer(json.dumps(replies))
