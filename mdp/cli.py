@@ -18,7 +18,9 @@ from pathlib import Path
 from core.config import get_settings
 from core.intervals import CANDLE_ASSETS
 
-SUITES = ["ingest", "candles", "serve", "freshness", "capacity", "lake", "import", "soak"]
+SUITES = [
+    "ingest", "candles", "serve", "freshness", "capacity", "stream", "lake", "import", "soak"
+]  # fmt: skip
 DEFAULT_SUITES = SUITES[:-1]  # the soak runs when asked for
 
 
@@ -123,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate",
         type=float,
         default=1000.0,
-        help="ticks/s the feeder offers in the freshness and soak benchmarks",
+        help="ticks/s offered in the freshness, stream and soak benchmarks",
     )
     bench.add_argument(
         "--steps",
@@ -133,7 +135,16 @@ def build_parser() -> argparse.ArgumentParser:
         "1000,2000,5000,10000,15000,20000; it stops after the first step that does not hold)",
     )
     bench.add_argument(
-        "--step-seconds", type=float, default=30.0, help="how long each capacity step lasts"
+        "--step-seconds",
+        type=float,
+        default=30.0,
+        help="how long each capacity step, and each stream phase, lasts",
+    )
+    bench.add_argument(
+        "--subscribers",
+        type=int,
+        default=1000,
+        help="WebSocket subscribers in the stream benchmark's fan-out",
     )
     bench.add_argument(
         "--import-rows", type=int, default=5_000_000, help="trades in the import benchmark's file"
@@ -296,6 +307,7 @@ def _bench(args: argparse.Namespace) -> int:
         rate=args.rate,
         steps=args.steps,
         step_seconds=args.step_seconds,
+        subscribers=args.subscribers,
         import_rows=args.import_rows,
     )
 

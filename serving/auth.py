@@ -1,16 +1,25 @@
-"""HTTP basic auth for the write side (ingest and /internal/*): constant-time, never logged."""
+"""Who may write and read: HTTP basic auth for the write side (ingest and /internal/*), and, when
+READ_API_KEYS is set, an API key on reads (`Authorization: Bearer KEY`, as Polygon clients send,
+or `?apiKey=KEY`, for a browser's EventSource and WebSocket). Constant-time, never logged."""
 
 from __future__ import annotations
 
 import secrets
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, status
-from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from fastapi import Depends, HTTPException, Query, status
+from fastapi.security import (
+    HTTPAuthorizationCredentials,
+    HTTPBasic,
+    HTTPBasicCredentials,
+    HTTPBearer,
+)
 
+from core.config import Settings
 from serving.deps import AppSettings
 
 _basic = HTTPBasic(realm="ingest", auto_error=False)
+_bearer = HTTPBearer(auto_error=False, description="a read API key, when READ_API_KEYS is set")
 
 
 async def require_ingest_credentials(
@@ -37,3 +46,32 @@ async def require_ingest_credentials(
 
 
 IngestAuth = Depends(require_ingest_credentials)
+
+
+def read_key_accepted(settings: Settings, key: str | None) -> bool:
+    """Whether `key` may read: any (or none) while READ_API_KEYS is unset, else one of them."""
+    keys = settings.read_keys
+    if not keys:
+        return True
+    given = (key or "").encode()
+    # Every key is compared, so timing says nothing about which one came close.
+    return bool(sum(secrets.compare_digest(given, k.encode()) for k in keys)) and bool(key)
+
+
+async def require_read_key(
+    settings: AppSettings,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    api_key: Annotated[
+        str | None,
+        Query(alias="apiKey", description="a read API key, when READ_API_KEYS is set"),
+    ] = None,
+) -> None:
+    if not read_key_accepted(settings, bearer.credentials if bearer else api_key):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="a valid read API key is required (Authorization: Bearer KEY, or ?apiKey=KEY)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+ReadAuth = Depends(require_read_key)

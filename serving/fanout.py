@@ -27,7 +27,7 @@ import msgspec
 from psycopg_pool import AsyncConnectionPool
 
 from core.db import query
-from serving.stream import COALESCE_SECONDS, HEARTBEAT_SECONDS, StreamHub, heads, read_events
+from serving.stream import HEARTBEAT_SECONDS, StreamHub, heads, read_events
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ MAX_BEHIND = 4 * 2**20  # bytes queued for one subscriber before it counts as sl
 GRACE_SECONDS = 0.25  # how long after its bucket closes a bar goes out
 BAR_MS = {"A": 1_000, "AM": 60_000}  # bar kinds and their widths, milliseconds
 KINDS = {"T", *BAR_MS}
+COALESCE_SECONDS = 0.02  # reads at most this often under a busy feed: one reader per process
 SENT_BARS = 100_000  # bars remembered to tell whether a late trade changed one
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MILLISECOND = timedelta(milliseconds=1)
@@ -61,9 +62,15 @@ class Subscriber:
             self._behind += len(frame)
 
     async def next_frame(self) -> str:
-        frame = await self._frames.get()
-        self._behind -= len(frame)
-        return frame
+        """The next frame; when several are queued (the connection fell behind), all of them as
+        one, their events in one array: one send instead of many."""
+        frames = [await self._frames.get()]
+        while not self._frames.empty():
+            frames.append(self._frames.get_nowait())
+        self._behind -= sum(map(len, frames))
+        if len(frames) == 1:
+            return frames[0]
+        return "[" + ",".join(frame[1:-1] for frame in frames) + "]"
 
     def symbols(self, kind: str) -> frozenset[str] | None:
         """The symbols this subscriber wants `kind` events of; None for all of them."""

@@ -14,7 +14,9 @@ import pytest
 from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from core.db import Connection
+from mdp.processes import api_server
 from pipelines.ingestion import drain_inbox, record_idle_cycle
+from tests.conftest import api_env
 from tests.support import send, tick
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
@@ -167,3 +169,16 @@ def test_the_api_docs_work_without_internet(
     assert set(elsewhere) <= decorative
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / f"api{path.replace('/', '-')}.png")
+
+
+def test_the_dashboard_passes_its_read_key_on(
+    page: Page, database_url: str, client: httpx.Client, db: Connection
+) -> None:
+    """With READ_API_KEYS set, /dashboard?apiKey=KEY reads and follows the stream with KEY."""
+    send(client, [tick(i, ts=now_iso(), price=100.0 + i) for i in range(3)])
+    drain_inbox(db)
+    with api_server({**api_env(database_url), "READ_API_KEYS": "beta"}) as keyed:
+        page.goto(f"{keyed}/dashboard?apiKey=beta&symbol=AAPL&interval=1m")
+        page.wait_for_function("window.dashboard && window.dashboard.bars().length === 1")
+        send(client, [tick(99, ts=now_iso(), price=123.45)])
+        expect(page.locator("#last-trade")).to_contain_text("123.45")  # by /stream, with the key

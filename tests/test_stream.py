@@ -1,5 +1,6 @@
-"""`GET /stream`: trade events as ticks are accepted, candle events as micro-batches change
-candles, filters, and Last-Event-ID resumption without gaps or duplicates, across API workers."""
+"""`GET /stream` (and `GET /ws`, the same events over a WebSocket): trade events as ticks are
+accepted, candle events as micro-batches change candles, filters, and resumption from the last
+event id without gaps or duplicates, across API workers."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families as parse_prometheus
+from websockets.exceptions import ConnectionClosedError
+from websockets.sync.client import connect as ws_connect
 
 from core.db import Connection
 from mdp.processes import api_server
@@ -140,3 +144,42 @@ def test_open_and_ended_streams_are_counted(api_url: str, client: httpx.Client) 
         assert time.monotonic() < deadline, _stream_figures(client)
         send(client, [tick(2)])
         time.sleep(0.2)
+
+
+@contextmanager
+def ws_events(url: str, **params: str) -> Iterator[Iterator[Event]]:
+    """The events of one /ws connection, each message's array flattened, as an iterator (10 s
+    of silence fails)."""
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    with ws_connect(f"ws://{url.removeprefix('http://')}/ws?{query}", open_timeout=10) as ws:
+
+        def parse() -> Iterator[Event]:
+            while True:
+                yield from json.loads(ws.recv(timeout=10))
+
+        yield parse()
+
+
+def test_ws_carries_the_stream_and_resumes_from_the_last_event_id(
+    api_url: str, client: httpx.Client, db: Connection
+) -> None:
+    with ws_events(api_url, events="trade", symbols="AAPL") as stream:
+        send(client, [tick(i, price=100.0 + i) for i in range(3)])
+        send(client, [tick(9, symbol="MSFT"), tick(1, price=555.0)])  # filtered out, a resend
+        first = take(stream, 3)
+    send(client, [tick(i, price=100.0 + i) for i in range(3, 6)])  # while nobody listens
+    with ws_events(api_url, events="trade", symbols="AAPL", last_event_id=first[-1]["id"]) as ws:
+        send(client, [tick(6, price=106.0)])
+        missed = take(ws, 4)
+    got = [(e["event"], e["data"]["event_id"], e["data"]["price"]) for e in first + missed]
+    assert got == [("trade", f"e-{i}", 100.0 + i) for i in range(7)]
+
+
+def test_ws_refuses_an_unknown_symbol_with_the_reason(api_url: str) -> None:
+    with (
+        pytest.raises(ConnectionClosedError) as closed,
+        ws_events(api_url, symbols="NOPE") as stream,
+    ):
+        next(stream)
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1008, "unknown symbol 'NOPE'")

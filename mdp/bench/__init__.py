@@ -79,6 +79,7 @@ def run_benchmarks(suites: list[str], settings: Settings, **options: Any) -> int
     from mdp.bench.lake import bench_lake
     from mdp.bench.serve import bench_serve
     from mdp.bench.soak import bench_soak
+    from mdp.bench.stream import bench_stream
 
     available: dict[str, Callable[..., dict[str, Any]]] = {
         "ingest": bench_ingest,
@@ -86,6 +87,7 @@ def run_benchmarks(suites: list[str], settings: Settings, **options: Any) -> int
         "serve": bench_serve,
         "freshness": bench_freshness,
         "capacity": bench_capacity,
+        "stream": bench_stream,
         "lake": bench_lake,
         "import": bench_import,
         "soak": bench_soak,

@@ -178,7 +178,7 @@ async def _load(
     user, password = platform.credentials
     auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
     headers = {"Authorization": auth, "Content-Type": "application/json"}
-    ticks = _ticks(symbols)
+    ticks = fresh_ticks(symbols)
     end = datetime.now(UTC) + timedelta(minutes=1)
     window = f"start={end - timedelta(days=1):%Y-%m-%dT%H:%M:00Z}&end={end:%Y-%m-%dT%H:%M:00Z}"
     read = request_bytes(
@@ -209,8 +209,8 @@ async def _load(
     listening = asyncio.create_task(_follow(platform.api, symbols[0], stream))
     started = time.perf_counter()
     await asyncio.gather(
-        _open_loop(started, seconds, rate / BATCH, post, step.ack_ms, ingest_failed),
-        _open_loop(started, seconds, READS_PER_SECOND, get, step.read_ms, read_failed),
+        open_loop(started, seconds, rate / BATCH, post, step.ack_ms, ingest_failed),
+        open_loop(started, seconds, READS_PER_SECOND, get, step.read_ms, read_failed),
     )
     step.seconds = time.perf_counter() - started
     listening.cancel()
@@ -222,7 +222,7 @@ async def _load(
     return step, stream
 
 
-async def _open_loop(
+async def open_loop(
     started: float,
     seconds: float,
     per_second: float,
@@ -270,7 +270,7 @@ async def _follow(api: str, symbol: str, stream: dict[str, int]) -> None:
         stream["dropped"] += 1
 
 
-def _ticks(symbols: list[str]) -> Any:
+def fresh_ticks(symbols: list[str]) -> Any:
     """Ticks with identities of their own, at the time they are made (epoch ms)."""
     rng = random.Random(42)
     prices = {s: rng.uniform(50, 500) for s in symbols}

@@ -1,11 +1,13 @@
 // The operator dashboard: an ordinary client of the public API. It reads /symbols, /candles,
-// /metrics and /status/ingestion over HTTP and follows /stream; it has no other access.
+// /metrics and /status/ingestion over HTTP and follows /stream; it has no other access. When the
+// API requires a read key (READ_API_KEYS), open the dashboard as /dashboard?apiKey=KEY.
 
 const WIDTH_MS = { "1m": 60e3, "5m": 300e3, "15m": 900e3, "1h": 3600e3, "1d": 86400e3 };
 const BARS = 90;
 const POLL_MS = 2000;
 
 const $ = (id) => document.getElementById(id);
+const API_KEY = new URLSearchParams(location.search).get("apiKey");
 const state = { symbol: null, interval: "1m", stream: null, refresh: null, lastCount: null };
 
 function seconds(value) {
@@ -20,7 +22,9 @@ const perSecond = (value) => (value === null || value === undefined ? "–" : `$
 const number = (value) => (value === null || value === undefined ? "–" : value.toLocaleString());
 
 async function getJSON(path) {
-  const response = await fetch(path, { headers: { Accept: "application/json" } });
+  const headers = { Accept: "application/json" };
+  if (API_KEY) headers.Authorization = `Bearer ${API_KEY}`;
+  const response = await fetch(path, { headers });
   return { ok: response.ok, body: await response.json() };
 }
 
@@ -106,6 +110,7 @@ function scheduleCandles() {
 function follow() {
   if (state.stream) state.stream.close();
   const query = new URLSearchParams({ symbols: state.symbol, events: "trade,candle" });
+  if (API_KEY) query.set("apiKey", API_KEY);
   state.stream = new EventSource(`/stream?${query}`);
   state.stream.addEventListener("trade", (event) => {
     const trade = JSON.parse(event.data);

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from core.db import query
 from core.intervals import INTERVALS, Interval
+from serving.auth import ReadAuth
 from serving.candle_cache import Candle as CacheCandle
 from serving.candle_cache import Page
 from serving.deps import (
@@ -29,7 +30,7 @@ from serving.deps import (
 )
 from serving.errors import refusals
 
-router = APIRouter(tags=["market data"])
+router = APIRouter(tags=["market data"], dependencies=[ReadAuth], responses=refusals(401))
 
 # The example is a symbol registered by default (core.config.DEFAULT_SYMBOLS).
 QuerySymbol = Annotated[str, Query(examples=["AAPL"])]

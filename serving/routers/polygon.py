@@ -16,10 +16,13 @@ from pydantic import BaseModel
 
 from core.db import query
 from core.intervals import INTERVALS
+from serving.auth import ReadAuth
 from serving.deps import PathSymbol, Pool, Registry, known_symbol, shifted
 from serving.errors import refusals
 
-router = APIRouter(prefix="/v2", tags=["polygon compatible"])
+router = APIRouter(
+    prefix="/v2", tags=["polygon compatible"], dependencies=[ReadAuth], responses=refusals(401)
+)
 
 Timespan = Literal["minute", "hour", "day", "week", "month", "quarter", "year"]
 EPOCH_MS = re.compile(r"^-?\d+$")

@@ -1,24 +1,36 @@
 """`GET /stream`: Server-Sent Events of accepted trades and changed candles, resumable with
-Last-Event-ID; `POST /internal/agg-update`: announce changed candles to the stream."""
+Last-Event-ID; `GET /ws`: the same events over a WebSocket, resumable with `last_event_id`;
+`POST /internal/agg-update`: announce changed candles to the stream."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Request, status
+from fastapi import (
+    APIRouter,
+    Header,
+    HTTPException,
+    Query,
+    Request,
+    WebSocket,
+    WebSocketDisconnect,
+    status,
+)
 from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from core.db import CANDLES_LOCK_KEY, query
 from core.intervals import Interval
-from serving.auth import IngestAuth
-from serving.deps import Pool, Registry, Stream, known_symbol
+from serving.auth import IngestAuth, ReadAuth, read_key_accepted
+from serving.deps import Pool, Registry, Stream, known_symbol, services
 from serving.errors import refusals
 from serving.metrics import STREAMS, STREAMS_ENDED
 from serving.stream import HEARTBEAT_SECONDS, follow_events, heads
+from serving.symbols import SymbolRegistry
 
 router = APIRouter(tags=["stream"])
 
@@ -37,6 +49,21 @@ def _resume_from(last_event_id: str | None) -> tuple[int, int] | None:
         ) from exc
 
 
+async def _subscription(
+    registry: SymbolRegistry, symbols: str | None, events: str | None
+) -> tuple[set[str], list[str] | None]:
+    """The event kinds and symbols asked for (None: all symbols); a 422 or 404 otherwise."""
+    kinds = set((events or "trade,candle").split(","))
+    if not kinds or not kinds <= KINDS:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, "events is a comma list of trade, candle"
+        )
+    wanted = sorted(set(symbols.split(","))) if symbols else None
+    for symbol in wanted or []:
+        await known_symbol(registry, symbol)
+    return kinds, wanted
+
+
 @router.get(
     "/stream",
     response_class=EventSourceResponse,
@@ -45,8 +72,9 @@ def _resume_from(last_event_id: str | None) -> tuple[int, int] | None:
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
             "description": "An event stream that lasts until the client leaves",
         },
-        **refusals(404, 422, 503),
+        **refusals(401, 404, 422, 503),
     },
+    dependencies=[ReadAuth],
 )
 async def stream(
     request: Request,
@@ -61,14 +89,7 @@ async def stream(
     JSON), optionally only for `symbols` and `events` (comma-separated). Every event's id is a
     cursor: reconnect with it as Last-Event-ID to get exactly the events missed (candle changes
     are kept for 15 minutes). A comment line every 15 s keeps idle connections open."""
-    kinds = set((events or "trade,candle").split(","))
-    if not kinds or not kinds <= KINDS:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, "events is a comma list of trade, candle"
-        )
-    wanted = sorted(set(symbols.split(","))) if symbols else None
-    for symbol in wanted or []:
-        await known_symbol(registry, symbol)
+    kinds, wanted = await _subscription(registry, symbols, events)
     cursor = _resume_from(last_event_id) or await heads(pool)
 
     async def follow() -> AsyncIterator[ServerSentEvent]:
@@ -87,6 +108,65 @@ async def stream(
             STREAMS.dec()
 
     return EventSourceResponse(follow(), ping=int(HEARTBEAT_SECONDS))
+
+
+@router.websocket("/ws")
+async def ws(
+    websocket: WebSocket,
+    symbols: str | None = None,
+    events: str | None = None,
+    last_event_id: str | None = None,
+    api_key: Annotated[str | None, Query(alias="apiKey")] = None,
+) -> None:
+    """`/stream`'s events over a WebSocket, for browsers and services that prefer one: `symbols`
+    and `events` as for `/stream`. Each message is a JSON array of events, `{"id", "event",
+    "data"}` in order; reconnect with `?last_event_id=` the last id received to get exactly the
+    events missed. With READ_API_KEYS set, a key as `?apiKey=` or a Bearer header. A refused
+    subscription is closed with code 1008 and the reason."""
+    shared = services(websocket.app)
+    await websocket.accept()
+    bearer = websocket.headers.get("authorization", "")
+    key = bearer[7:] if bearer[:7].lower() == "bearer " else api_key
+    if not read_key_accepted(shared.settings, key):
+        await websocket.close(code=status.WS_1008_POLICY_VIOLATION, reason="authentication failed")
+        return
+    try:
+        kinds, wanted = await _subscription(shared.symbols, symbols, events)
+        cursor = _resume_from(last_event_id) or await heads(shared.pool)
+    except HTTPException as exc:
+        await websocket.close(code=status.WS_1008_POLICY_VIOLATION, reason=str(exc.detail))
+        return
+
+    async def send() -> None:
+        async for batch in follow_events(shared.pool, shared.stream, cursor, wanted, kinds):
+            if batch:
+                await websocket.send_text(
+                    "[" + ",".join(
+                        f'{{"id":"{e.cursor[0]}.{e.cursor[1]}","event":"{e.kind}","data":{e.data}}}'
+                        for e in batch
+                    ) + "]"
+                )  # fmt: skip
+
+    async def until_closed() -> None:
+        while (await websocket.receive())["type"] != "websocket.disconnect":
+            pass  # messages from the client are not part of this protocol
+
+    STREAMS.inc()
+    tasks = [asyncio.create_task(send()), asyncio.create_task(until_closed())]
+    reason = "client"
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if any(not isinstance(e, WebSocketDisconnect | OSError) for t in done
+               if (e := t.exception()) is not None):  # fmt: skip
+            reason = "error"
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        STREAMS.dec()
+        STREAMS_ENDED.labels(reason).inc()
+        with contextlib.suppress(RuntimeError):
+            await websocket.close()
 
 
 class ChangedCandle(BaseModel):

@@ -1,0 +1,202 @@
+"""Streaming: the platform as `mdp up` runs it (no feeder), ticks posted open loop at `rate`/s in
+small batches, and WebSocket subscribers on `/stocks`. First one subscriber to every trade: ack →
+`T` event. Then `subscribers` connections at once, each following one symbol's trades: event
+delivery from the ack, events missing, and what the API spends per connection (CPU and memory),
+next to the load generator's own CPU (it decodes every frame of every connection)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import resource
+import statistics
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import msgspec
+import psutil
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from core.config import Settings
+from mdp.bench.capacity import Connections, fresh_ticks, open_loop
+from mdp.bench.load import request_bytes
+from mdp.bench.up import Platform, cpu_seconds, running_platform
+
+BATCH = 10  # ticks per POST: the ack of a small batch is what a live feed sees
+CONNECT_AT_ONCE = 50  # subscribers connecting concurrently while the crowd gathers
+TARGETS = {"ack_to_t_p95_ms": 50, "fanout_delivery_p99_ms": 250}
+
+_decode = msgspec.json.Decoder().decode
+
+
+def bench_stream(
+    url: str,
+    settings: Settings,
+    *,
+    rate: float,
+    subscribers: int,
+    step_seconds: float,
+    **_: Any,
+) -> dict[str, Any]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4 * subscribers)), hard))
+    symbols = settings.symbol_list
+    with running_platform(url, feed=False) as platform:
+        one = asyncio.run(_phase(platform, url, ["T.*"], rate, step_seconds))
+        channels = [f"T.{symbols[i % len(symbols)]}" for i in range(subscribers)]
+        crowd = asyncio.run(_phase(platform, url, channels, rate, step_seconds))
+    return {
+        "ticks_per_s": rate,
+        "batch_ticks": BATCH,
+        "seconds": step_seconds,
+        "targets": TARGETS,
+        "one_subscriber_all_trades": one,
+        "fan_out": crowd,
+        "met": {
+            "ack_to_t_p95": (one["delivery_ms"].get("p95") or 1e9) <= TARGETS["ack_to_t_p95_ms"],
+            "fanout_delivery_p99": (crowd["delivery_ms"].get("p99") or 1e9)
+            <= TARGETS["fanout_delivery_p99_ms"],
+        },
+    }
+
+
+class _Crowd:
+    """The subscribers' view: when each trade was acknowledged, and how long after that each
+    subscriber got it."""
+
+    def __init__(self) -> None:
+        self.acked: dict[str, float] = {}
+        self.expected: dict[str, int] = {}  # acknowledged trades per symbol
+        self.delivery_ms: list[float] = []
+        self.early: list[tuple[str, float]] = []  # got before the ack reached us
+        self.received = 0
+        self.ended_by_server = 0
+
+    def got(self, frame: str | bytes) -> None:
+        now = time.perf_counter()
+        for event in _decode(frame):
+            if event.get("ev") != "T":
+                continue
+            self.received += 1
+            acked = self.acked.get(event["i"])
+            if acked is None:
+                self.early.append((event["i"], now))
+            else:
+                self.delivery_ms.append((now - acked) * 1000)
+
+    def settle(self) -> None:
+        for event_id, at in self.early:
+            self.delivery_ms.append(max(0.0, at - self.acked.get(event_id, at)) * 1000)
+        self.early.clear()
+
+
+async def _phase(
+    platform: Platform, url: str, channels: list[str], rate: float, seconds: float
+) -> dict[str, Any]:
+    crowd = _Crowd()
+    api = psutil.Process(_api_pid(platform))
+    memory_before = api.memory_info().rss
+    clients: list[ClientConnection] = []
+    for i in range(0, len(channels), CONNECT_AT_ONCE):
+        clients += await asyncio.gather(
+            *(_subscribe(platform.api, c) for c in channels[i : i + CONNECT_AT_ONCE])
+        )
+    memory_per_connection = (api.memory_info().rss - memory_before) / len(clients)
+    readers = [asyncio.create_task(_read(client, crowd)) for client in clients]
+
+    ingest = Connections(platform.api)
+    user, password = platform.credentials
+    auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    headers = {"Authorization": auth, "Content-Type": "application/json"}
+    ticks = fresh_ticks(sorted({c.split(".", 1)[1] for c in channels} - {"*"}) or ["AAPL"])
+    ack_ms: list[float] = []
+    errors: list[str] = []
+
+    async def post(_: int) -> None:
+        batch = [next(ticks) for _ in range(BATCH)]
+        body = msgspec.json.encode(batch)
+        status, _body = await ingest.send(
+            request_bytes(platform.api, "POST", "/ingest/ticks", body, headers)
+        )
+        if status != 202:
+            errors.append(f"HTTP {status}")
+            return
+        now = time.perf_counter()
+        for tick in batch:
+            crowd.acked[tick["event_id"]] = now
+            crowd.expected[tick["symbol"]] = crowd.expected.get(tick["symbol"], 0) + 1
+
+    cpu_before = cpu_seconds(url, platform.process.pid)
+    started = time.perf_counter()
+    await open_loop(started, seconds, rate / BATCH, post, ack_ms, errors.append)
+    elapsed = time.perf_counter() - started
+    cpu_after = cpu_seconds(url, platform.process.pid)
+    expected = sum(crowd.expected.get(c.split(".", 1)[1], 0) for c in channels if c != "T.*")
+    expected += sum(crowd.expected.values()) * channels.count("T.*")
+    with contextlib.suppress(TimeoutError):  # the last events on their way
+        async with asyncio.timeout(10):
+            while crowd.received < expected:  # noqa: ASYNC110 - counted by the readers
+                await asyncio.sleep(0.1)
+    ingest.close()
+    for reader in readers:
+        reader.cancel()
+    await asyncio.gather(*readers, return_exceptions=True)
+    await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+    crowd.settle()
+    cores = {
+        part: round((cpu_after[part] - cpu_before[part]) / elapsed, 3)
+        for part in cpu_after.keys() & cpu_before.keys()
+    }
+    return {
+        "subscribers": len(clients),
+        "channels": sorted(set(channels)),
+        "acked_ticks_per_s": round(len(crowd.acked) / elapsed, 1),
+        "ack_ms": _percentiles(ack_ms),
+        "events_expected": expected,
+        "events_received": crowd.received,
+        "ended_by_server": crowd.ended_by_server,
+        "ingest_errors": len(errors),
+        "delivery_ms": _percentiles(crowd.delivery_ms),
+        "cpu_cores": cores,
+        "api_cpu_us_per_event": round(
+            cores.get("api", 0) * elapsed * 1e6 / max(crowd.received, 1), 2
+        ),
+        "api_memory_kib_per_connection": round(memory_per_connection / 1024, 1),
+    }
+
+
+async def _subscribe(api: str, channel: str) -> ClientConnection:
+    """A /stocks connection, authenticated and subscribed to `channel` (its reply awaited)."""
+    parts = urlsplit(api)
+    client = await connect(f"ws://{parts.netloc}/stocks", max_size=None, ping_interval=None)
+    await client.send(msgspec.json.encode({"action": "auth", "params": "bench"}).decode())
+    await client.send(msgspec.json.encode({"action": "subscribe", "params": channel}).decode())
+    while b"subscribed to" not in (frame := await client.recv(decode=False)):
+        if b"auth_failed" in frame:
+            raise RuntimeError(frame.decode())
+    return client
+
+
+async def _read(client: ClientConnection, crowd: _Crowd) -> None:
+    with contextlib.suppress(ConnectionClosed):
+        async for frame in client:
+            crowd.got(frame)
+    crowd.ended_by_server += 1  # the server ended it (a slow consumer, say)
+
+
+def _api_pid(platform: Platform) -> int:
+    for child in psutil.Process(platform.process.pid).children():
+        if "mdp serve" in " ".join(child.cmdline()):
+            pid: int = child.pid
+            return pid
+    raise RuntimeError("no API process under mdp up")
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    if len(values) < 2:
+        return {}
+    q = statistics.quantiles(values, n=100, method="inclusive")
+    return {"p50": round(q[49], 1), "p95": round(q[94], 1), "p99": round(q[98], 1)}
