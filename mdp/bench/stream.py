@@ -73,10 +73,12 @@ class _Crowd:
         self.delivery_ms: list[float] = []
         self.early: list[tuple[str, float]] = []  # got before the ack reached us
         self.received = 0
+        self.frames = 0
         self.ended_by_server = 0
 
     def got(self, frame: str | bytes) -> None:
         now = time.perf_counter()
+        self.frames += 1
         for event in _decode(frame):
             if event.get("ev") != "T":
                 continue
@@ -157,6 +159,7 @@ async def _phase(
         "ack_ms": _percentiles(ack_ms),
         "events_expected": expected,
         "events_received": crowd.received,
+        "frames_received": crowd.frames,
         "ended_by_server": crowd.ended_by_server,
         "ingest_errors": len(errors),
         "delivery_ms": _percentiles(crowd.delivery_ms),

@@ -21,7 +21,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from serving.deps import services
 from serving.fanout import KINDS, Subscriber
-from serving.metrics import STREAMS, STREAMS_ENDED
+from serving.websocket import counted, until_one_ends
 
 router = APIRouter(tags=["stream"])
 
@@ -72,32 +72,20 @@ async def stocks(websocket: WebSocket) -> None:
 
     subscriber = Subscriber()
     shared.fanout.join(subscriber)
-    STREAMS.inc()
-    reason = "client"
-    tasks = [
-        asyncio.create_task(_send(websocket, subscriber)),
-        asyncio.create_task(_listen(websocket, subscriber)),
-        asyncio.create_task(subscriber.slow.wait()),
-    ]
     try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        errors = [e for task in done if (e := task.exception()) is not None]
-        if subscriber.slow.is_set():
-            reason = "slow"
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(1.0):
-                    await websocket.send_json(_status("slow_consumer", "too far behind"))
-        elif any(not isinstance(e, WebSocketDisconnect) for e in errors):
-            reason = "error"
+        async with counted(websocket) as ending:
+            failed = await until_one_ends(
+                _send(websocket, subscriber), _listen(websocket, subscriber), subscriber.slow.wait()
+            )
+            if subscriber.slow.is_set():
+                ending.reason = "slow"
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(1.0):
+                        await websocket.send_json(_status("slow_consumer", "too far behind"))
+            elif failed:
+                ending.reason = "error"
     finally:
         shared.fanout.leave(subscriber)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        STREAMS.dec()
-        STREAMS_ENDED.labels(reason).inc()
-        with contextlib.suppress(RuntimeError):
-            await websocket.close()
 
 
 async def _send(websocket: WebSocket, subscriber: Subscriber) -> None:

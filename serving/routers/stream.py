@@ -5,7 +5,6 @@ Last-Event-ID; `GET /ws`: the same events over a WebSocket, resumable with `last
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated
@@ -17,7 +16,6 @@ from fastapi import (
     Query,
     Request,
     WebSocket,
-    WebSocketDisconnect,
     status,
 )
 from pydantic import BaseModel, Field
@@ -31,6 +29,7 @@ from serving.errors import refusals
 from serving.metrics import STREAMS, STREAMS_ENDED
 from serving.stream import HEARTBEAT_SECONDS, follow_events, heads
 from serving.symbols import SymbolRegistry
+from serving.websocket import counted, until_one_ends
 
 router = APIRouter(tags=["stream"])
 
@@ -151,22 +150,9 @@ async def ws(
         while (await websocket.receive())["type"] != "websocket.disconnect":
             pass  # messages from the client are not part of this protocol
 
-    STREAMS.inc()
-    tasks = [asyncio.create_task(send()), asyncio.create_task(until_closed())]
-    reason = "client"
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        if any(not isinstance(e, WebSocketDisconnect | OSError) for t in done
-               if (e := t.exception()) is not None):  # fmt: skip
-            reason = "error"
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        STREAMS.dec()
-        STREAMS_ENDED.labels(reason).inc()
-        with contextlib.suppress(RuntimeError):
-            await websocket.close()
+    async with counted(websocket) as ending:
+        if await until_one_ends(send(), until_closed()):
+            ending.reason = "error"
 
 
 class ChangedCandle(BaseModel):
