@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import httpx
@@ -23,6 +23,7 @@ from tests.conftest import PASSWORD, USER, api_env
 from tests.support import send, tick
 
 Event = dict[str, Any]
+Follow = Callable[..., AbstractContextManager[Iterator[Event]]]
 
 
 @contextmanager
@@ -46,6 +47,20 @@ def events(
                 elif not line.startswith(":"):
                     name, _, value = line.partition(":")
                     event[name] = value.removeprefix(" ")
+
+        yield parse()
+
+
+@contextmanager
+def ws_events(url: str, **params: str) -> Iterator[Iterator[Event]]:
+    """The events of one /ws connection, each message's array flattened, as an iterator (10 s
+    of silence fails)."""
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    with ws_connect(f"ws://{url.removeprefix('http://')}/ws?{query}", open_timeout=10) as ws:
+
+        def parse() -> Iterator[Event]:
+            while True:
+                yield from json.loads(ws.recv(timeout=10))
 
         yield parse()
 
@@ -110,10 +125,11 @@ def test_bad_stream_requests_get_a_4xx(api_url: str) -> None:
     assert httpx.get(f"{api_url}/stream", headers=bad_id).status_code == 422
 
 
+@pytest.mark.parametrize("follow", [events, ws_events], ids=["sse", "ws"])
 def test_a_tick_accepted_by_one_worker_reaches_a_stream_on_another(
-    database_url: str, db: Connection
+    database_url: str, db: Connection, follow: Follow
 ) -> None:
-    with api_server(api_env(database_url), workers=2) as url, events(url, events="trade") as stream:
+    with api_server(api_env(database_url), workers=2) as url, follow(url, events="trade") as stream:
         for i in range(6):  # new connections: both workers accept some
             response = httpx.post(f"{url}/ingest/tick", json=tick(100 + i), auth=(USER, PASSWORD))
             assert response.status_code == 202
@@ -144,20 +160,6 @@ def test_open_and_ended_streams_are_counted(api_url: str, client: httpx.Client) 
         assert time.monotonic() < deadline, _stream_figures(client)
         send(client, [tick(2)])
         time.sleep(0.2)
-
-
-@contextmanager
-def ws_events(url: str, **params: str) -> Iterator[Iterator[Event]]:
-    """The events of one /ws connection, each message's array flattened, as an iterator (10 s
-    of silence fails)."""
-    query = "&".join(f"{k}={v}" for k, v in params.items())
-    with ws_connect(f"ws://{url.removeprefix('http://')}/ws?{query}", open_timeout=10) as ws:
-
-        def parse() -> Iterator[Event]:
-            while True:
-                yield from json.loads(ws.recv(timeout=10))
-
-        yield parse()
 
 
 def test_ws_carries_the_stream_and_resumes_from_the_last_event_id(

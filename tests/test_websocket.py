@@ -1,7 +1,7 @@
 """`GET /stocks` with the official `massive` WebSocketClient, unchanged, as the client: auth,
 trades as `T` events equal to the ticks ingested, second and minute bars equal to the trades of
 their bucket (and sent again when a late trade changes them), subscriptions that start and stop
-them."""
+them, a stalled consumer cut off, and a clean close when the API stops."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ from massive import WebSocketClient
 from massive.exceptions import AuthError
 from massive.websocket.models import EquityAgg, EquityTrade
 from prometheus_client.parser import text_string_to_metric_families as parse_prometheus
+from websockets.exceptions import ConnectionClosedError
+from websockets.sync.client import connect as ws_connect
 
 from core.db import Connection
 from mdp.processes import api_server
@@ -373,3 +375,24 @@ def test_a_stalled_consumer_is_cut_off_and_never_holds_up_the_others(
 
     posted, received = asyncio.run(scenario())
     assert received == posted
+
+
+def test_a_stopping_api_closes_its_websockets_cleanly(database_url: str) -> None:
+    """Stopping the API closes /stocks and /ws connections with 1012 (service restart): clients
+    know to reconnect, none is left hanging."""
+    with contextlib.ExitStack() as clients:
+        with api_server(api_env(database_url)) as url:
+            host = url.removeprefix("http://")
+            stream = clients.enter_context(ws_connect(f"ws://{host}/ws", open_timeout=WAIT_SECONDS))
+            stocks = clients.enter_context(
+                ws_connect(f"ws://{host}/stocks", open_timeout=WAIT_SECONDS)
+            )
+            stocks.send(json.dumps({"action": "auth", "params": "k"}))
+            stocks.send(json.dumps({"action": "subscribe", "params": "T.*"}))
+            while "subscribed to" not in str(stocks.recv(timeout=WAIT_SECONDS)):
+                pass
+        for connection in (stream, stocks):
+            with pytest.raises(ConnectionClosedError) as closed:
+                connection.recv(timeout=WAIT_SECONDS)
+            assert closed.value.rcvd is not None
+            assert closed.value.rcvd.code == 1012
