@@ -74,9 +74,19 @@ CANDLES = 'SELECT count(DISTINCT "interval")::int FROM candles'
 
 
 def _run_up(
-    data_dir: Path, port: int, dagster_port: int, *args: str, **popen: Any
+    data_dir: Path,
+    port: int,
+    dagster_port: int,
+    *args: str,
+    env: dict[str, str] | None = None,
+    **popen: Any,
 ) -> subprocess.Popen[bytes]:
-    env = {**WITHOUT_CREDENTIALS, "MDP_DATA_DIR": str(data_dir), "INGESTION_INTERVAL_SECONDS": "2"}
+    env = {
+        **WITHOUT_CREDENTIALS,
+        "MDP_DATA_DIR": str(data_dir),
+        "INGESTION_INTERVAL_SECONDS": "2",
+        **(env or {}),
+    }
     env.pop("DATABASE_URL", None)
     command = ["up", "--port", str(port), "--dagster-port", str(dagster_port), *args]
     return spawn_mdp(command, env, **popen)
@@ -329,3 +339,93 @@ def test_commands_find_the_embedded_database_by_themselves(tmp_path: Path) -> No
     again = subprocess.run(migrate, env=env, capture_output=True, text=True, timeout=120)
     assert "applied 0 migration(s): none pending" in again.stdout
     assert _platform_processes(data_dir) == []  # started for the command, stopped after it
+
+
+FRESHNESS = """
+query ($key: AssetKeyInput!) {
+  assetNodeOrError(assetKey: $key) {
+    ... on AssetNode { freshnessStatusInfo { freshnessStatus } }
+  }
+}"""
+SENSOR = """
+query ($selector: SensorSelector!) {
+  sensorOrError(sensorSelector: $selector) { ... on Sensor { sensorState { id status } } }
+}"""
+STOP_SENSOR = """
+mutation ($id: String!) {
+  stopSensor(id: $id) { ... on StopSensorMutationResult { instigationState { status } } }
+}"""
+RUNNING = """
+{
+  runsOrError(filter: {statuses: [QUEUED, STARTING, STARTED]}) {
+    ... on Runs { results { runId } }
+  }
+}"""
+TERMINATE = """
+mutation ($runId: String!) { terminateRun(runId: $runId) { __typename } }
+"""
+
+
+def _graphql(dagster_url: str, query: str, **variables: Any) -> Any:
+    answer = httpx.post(
+        f"{dagster_url}/graphql", json={"query": query, "variables": variables}, timeout=30
+    ).json()
+    assert "errors" not in answer, answer
+    return answer["data"]
+
+
+def _freshness(dagster_url: str, asset: str) -> str:
+    """The asset's freshness status as the Dagster UI shows it ("" while the UI is starting)."""
+    try:
+        node = _graphql(dagster_url, FRESHNESS, key={"path": [asset]})["assetNodeOrError"]
+    except httpx.TransportError:
+        return ""
+    status: str = node["freshnessStatusInfo"]["freshnessStatus"]
+    return status
+
+
+def test_the_dagster_ui_shows_trades_fresh_while_idle_and_not_once_the_drains_stop(
+    tmp_path: Path,
+) -> None:
+    """A quiet market (no feeder, nothing arrives) keeps `trades` fresh in the Dagster UI's own
+    terms (its freshness status), because the drains report it current while idle; once the
+    drains stop (the sensor stopped from the UI, its run terminated) it turns to a warning after
+    the policy's 2 minutes, and /status/ingestion says stale. The freshness daemon evaluates every
+    5 s here instead of 30."""
+    data_dir = tmp_path / "data"
+    port, dagster_port = free_port(), free_port()
+    url, dagster = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{dagster_port}"
+    up = _run_up(
+        data_dir, port, dagster_port, "--no-feed", env={"FRESHNESS_DAEMON_INTERVAL_SECONDS": "5"}
+    )
+    try:
+        _wait_ready(url, up)
+        wait_for("trades fresh while idle", lambda: _freshness(dagster, "trades") == "HEALTHY", 240)
+        assert _count(data_dir, ACKED) == 0  # idle indeed
+        assert httpx.get(f"{url}/status/ingestion").json()["idle"] is True
+
+        selector = {
+            "repositoryLocationName": "pipelines.definitions",
+            "repositoryName": "__repository__",
+            "sensorName": "trade_inbox_sensor",
+        }
+        sensor = _graphql(dagster, SENSOR, selector=selector)["sensorOrError"]["sensorState"]
+        stopped = _graphql(dagster, STOP_SENSOR, id=sensor["id"])["stopSensor"]
+        assert stopped["instigationState"]["status"] == "STOPPED"
+        for run in _graphql(dagster, RUNNING)["runsOrError"]["results"]:
+            _graphql(dagster, TERMINATE, runId=run["runId"])
+
+        wait_for(
+            "/status/ingestion to say stale",
+            lambda: httpx.get(f"{url}/status/ingestion").json()["status"] == "stale",
+            60,
+        )
+        wait_for(
+            "trades to turn to a freshness warning",
+            lambda: _freshness(dagster, "trades") == "WARNING",
+            300,
+        )
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=30) == 0
+    finally:
+        stop(up)
