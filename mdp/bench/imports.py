@@ -53,20 +53,23 @@ def polygon_file(path: Path, rows: int, symbols: list[str]) -> None:
     frame.write_csv(path)
 
 
-def copy_reference(url: str, path: Path) -> float:
-    """rows/s of a binary COPY of the file's rows, as trades, into a plain table."""
+def copy_references(url: str, path: Path) -> tuple[float, float]:
+    """rows/s of a binary COPY of the file's rows, as trades, into a plain table, and into a table
+    made like `trades` (its indexes, constraints and foreign key)."""
     frame = pl.read_csv(path, infer_schema_length=10_000)
+    received = datetime.now(UTC)
     rows = [
-        ("polygon", f"{t}:{e}::{n}", t, datetime.fromtimestamp(s / 1e9, UTC), p, v)
-        for t, e, n, s, p, v in frame.select(
-            "ticker", "exchange", "id", "sip_timestamp", "price", "size"
-        ).iter_rows()
+        ("polygon", f"{t}:{e}::{n}", t, datetime.fromtimestamp(s / 1e9, UTC), p, v, i, received, 0)
+        for i, (t, e, n, s, p, v) in enumerate(
+            frame.select("ticker", "exchange", "id", "sip_timestamp", "price", "size").iter_rows()
+        )
     ]
     columns = {
-        "source": "text", "event_id": "text", "symbol": "text",
-        "ts": "timestamptz", "price": "float8", "volume": "float8",
+        "source": "text", "event_id": "text", "symbol": "text", "ts": "timestamptz",
+        "price": "float8", "volume": "float8", "seq": "int8", "received_at": "timestamptz",
+        "batch_id": "int8",
     }  # fmt: skip
-    return plain_copy_rate(url, columns, rows)
+    return plain_copy_rate(url, columns, rows), plain_copy_rate(url, columns, rows, like="trades")
 
 
 def bench_import(url: str, settings: Settings, *, import_rows: int, **_: Any) -> dict[str, Any]:
@@ -76,7 +79,7 @@ def bench_import(url: str, settings: Settings, *, import_rows: int, **_: Any) ->
     with tempfile.TemporaryDirectory(prefix="mdp-bench-import-") as scratch:
         path = Path(scratch) / f"{DAYS[0]}.csv"
         polygon_file(path, import_rows, symbols)
-        copy_rows_per_s = copy_reference(url, path)
+        copy_rows_per_s, copy_like_trades_rows_per_s = copy_references(url, path)
         env = {"DATABASE_URL": url, "MDP_DATA_DIR": str(Path(scratch) / "data")}
         started = time.perf_counter()
         imported, peak_mib = _mdp(env, "import", str(path), "--no-backfill")
@@ -102,6 +105,10 @@ def bench_import(url: str, settings: Settings, *, import_rows: int, **_: Any) ->
         "import_rows_per_s": round(import_rows / import_s),
         "copy_plain_table_rows_per_s": round(copy_rows_per_s),
         "ratio_import_vs_copy": round(import_rows / import_s / copy_rows_per_s, 3),
+        "copy_table_like_trades_rows_per_s": round(copy_like_trades_rows_per_s),
+        "ratio_import_vs_copy_like_trades": round(
+            import_rows / import_s / copy_like_trades_rows_per_s, 3
+        ),
         "import_peak_rss_mib": round(peak_mib, 1),
         "backfill_ok": backfilled == 0,
         "backfill_days": len(DAYS),

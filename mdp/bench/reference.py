@@ -1,5 +1,6 @@
 """The physical reference of the write benchmarks: a binary COPY of the same rows into a plain
-table (no index, no identity, no constraint), what the disk and PostgreSQL can take."""
+table (no index, no identity, no constraint), what the disk and PostgreSQL can take; and, to show
+what a table's own indexes and constraints cost, the same COPY into a table made like it."""
 
 from __future__ import annotations
 
@@ -12,12 +13,26 @@ from core.db import connect
 TABLE = "bench_plain_copy"
 
 
-def plain_copy_rate(url: str, columns: dict[str, str], rows: Sequence[Sequence[Any]]) -> float:
+def plain_copy_rate(
+    url: str, columns: dict[str, str], rows: Sequence[Sequence[Any]], *, like: str | None = None
+) -> float:
     """rows/s of one binary COPY of `rows` into a fresh plain table of `columns` (name: type),
-    dropped afterwards."""
+    dropped afterwards; with `like`, into a table made like that one instead (its indexes,
+    constraints and foreign keys; `columns` then names the columns `rows` fill)."""
     with connect(url) as conn:
         conn.execute(f"DROP TABLE IF EXISTS {TABLE}")
-        conn.execute(f"CREATE TABLE {TABLE} ({', '.join(f'{n} {t}' for n, t in columns.items())})")
+        if like is None:
+            conn.execute(
+                f"CREATE TABLE {TABLE} ({', '.join(f'{n} {t}' for n, t in columns.items())})"
+            )
+        else:
+            conn.execute(f"CREATE TABLE {TABLE} (LIKE {like} INCLUDING ALL)")
+            for (definition,) in conn.execute(
+                "SELECT pg_get_constraintdef(oid) FROM pg_constraint"
+                " WHERE conrelid = %s::regclass AND contype = 'f'",
+                (like,),
+            ).fetchall():
+                conn.execute(f"ALTER TABLE {TABLE} ADD {definition}")
         conn.commit()
         started = time.perf_counter()
         with conn.cursor().copy(
