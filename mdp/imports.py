@@ -50,12 +50,18 @@ STAGE = (
     "CREATE TEMP TABLE import_stage (line int8, symbol text, ts int8, price float8,"
     " volume float8, source text, event_id text) ON COMMIT DROP"
 )
+# History is not news: imported trades take `seq` numbers below every other (negative, in file
+# order), so stream readers, whose cursors start after the live trades, never see them.
+BELOW_EVERY_SEQ = """
+SELECT least(coalesce((SELECT min(seq) FROM trades), 0), 0)
+       - (SELECT coalesce(max(line), 0) FROM import_stage) - 1
+"""
 # The staged rows into `trades` in file order: of two with one identity the first in the file goes
 # in, and a trade already known wins over both (the conflict rule, as promotion has it).
 STORE = """
 WITH stored AS (
     INSERT INTO trades (source, event_id, seq, symbol, ts, price, volume, received_at, batch_id)
-    SELECT source, event_id, nextval(pg_get_serial_sequence('trade_inbox', 'seq')), symbol,
+    SELECT source, event_id, %(below)s + line, symbol,
            'epoch'::timestamptz + ts * interval '1 microsecond', price, volume, now(),
            %(batch_id)s
     FROM (SELECT * FROM import_stage ORDER BY line) staged
@@ -154,7 +160,8 @@ def import_file(url: str, path: Path, fmt: str, symbol: str | None, register: bo
             " VALUES (clock_timestamp(), %s, 0, 0, %s) RETURNING batch_id",
             (result.rows, f"import:{path.name}"),
         ).fetchall()
-        [(stored, days)] = conn.execute(STORE, {"batch_id": batch_id}).fetchall()
+        [(below,)] = conn.execute(BELOW_EVERY_SEQ).fetchall()
+        [(stored, days)] = conn.execute(STORE, {"batch_id": batch_id, "below": below}).fetchall()
         conn.execute(
             "UPDATE ingest_batches SET promoted = %s, duplicates = %s, finished_at ="
             " clock_timestamp() WHERE batch_id = %s",

@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,6 +18,7 @@ from websockets.exceptions import ConnectionClosedError
 from websockets.sync.client import connect as ws_connect
 
 from core.db import Connection
+from mdp.imports import import_file
 from mdp.processes import api_server
 from pipelines.ingestion import drain_inbox
 from tests.conftest import PASSWORD, USER, api_env
@@ -185,3 +187,23 @@ def test_ws_refuses_an_unknown_symbol_with_the_reason(api_url: str) -> None:
         next(stream)
     assert closed.value.rcvd is not None
     assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1008, "unknown symbol 'NOPE'")
+
+
+def test_imported_history_is_not_news_to_stream_readers(
+    api_url: str, client: httpx.Client, db: Connection, database_url: str, tmp_path: Path
+) -> None:
+    """Trades loaded by `mdp import` while readers follow the stream never reach them (history
+    is not news); the next live tick does, first."""
+    history = tmp_path / "history.ndjson"
+    history.write_text(
+        "\n".join(json.dumps(tick(i, event_id=f"h-{i}", price=50.0 + i)) for i in range(500))
+    )
+    with ws_events(api_url, events="trade") as ws, events(api_url, events="trade") as sse:
+        imported = import_file(database_url, history, "ticks", None, register=False)
+        assert imported.stored == 500
+        send(client, [tick(1, price=101.0)])
+        assert [e["data"]["event_id"] for e in (next(ws), next(sse))] == ["e-1", "e-1"]
+    seqs = db.execute("SELECT min(seq), max(seq) FROM trades WHERE event_id LIKE 'h-%'").fetchone()
+    assert seqs is not None and seqs[1] < 0  # below every live trade, in file order
+    newest = client.get("/tickers/AAPL/history", params={"limit": 1}).json()["trades"]
+    assert newest[0]["price"] == 549.0  # the file's last line, on the equal timestamps

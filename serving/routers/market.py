@@ -169,13 +169,17 @@ async def ticket(registry: Registry, pool: Pool, symbol: PathSymbol) -> Ticker:
     return await _ticker(registry, pool, symbol)
 
 
+FIRST_SEQ = -(2**63)
+
+
 def _cursor(before: str | None) -> tuple[datetime, int]:
     """`before` is a `next_before` cursor (`<RFC 3339 time>~<seq>`) or a plain RFC 3339 time."""
     if before is None:
         return LATEST, 0
     moment, _, seq = before.partition("~")
     try:
-        return utc(datetime.fromisoformat(moment), "before"), int(seq) if seq else 0
+        # A plain time: strictly before it, whatever the seq (imported history's are negative).
+        return utc(datetime.fromisoformat(moment), "before"), int(seq) if seq else FIRST_SEQ
     except ValueError as exc:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, f"before is not a cursor or time: {before!r}"
