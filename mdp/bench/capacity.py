@@ -13,7 +13,6 @@ import base64
 import contextlib
 import itertools
 import random
-import statistics
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -26,7 +25,7 @@ import msgspec
 
 from core.config import Settings
 from core.db import connect
-from mdp.bench.load import exchange, request_bytes
+from mdp.bench.load import exchange, percentiles, request_bytes
 from mdp.bench.up import Platform, cpu_seconds, running_platform
 from pipelines.candles import recompute_day
 
@@ -331,7 +330,5 @@ def _ack_to_materialized(
 
 
 def _percentiles(milliseconds: list[float]) -> dict[str, float]:
-    if len(milliseconds) < 2:
-        return {}
-    q = statistics.quantiles(milliseconds, n=100, method="inclusive")
-    return {"count": len(milliseconds), "p50": round(q[49], 1), "p99": round(q[98], 1)}
+    found = percentiles(milliseconds, 50, 99)
+    return {"count": len(milliseconds), **found} if found else {}

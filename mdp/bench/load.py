@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -31,6 +31,14 @@ class LoadResult:
             "p99_ms": round(q[98], 3),
             "statuses": self.statuses,
         }
+
+
+def percentiles(values: Sequence[float], *ps: int) -> dict[str, float]:
+    """The `pNN` percentiles of `values`, to 0.1; empty with fewer than two values."""
+    if len(values) < 2:
+        return {}
+    q = statistics.quantiles(values, n=100, method="inclusive")
+    return {f"p{p}": round(q[p - 1], 1) for p in ps}
 
 
 def request_bytes(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import statistics
 import tempfile
 import time
 from collections import defaultdict
@@ -22,6 +21,7 @@ import psutil
 from core.config import Settings
 from core.db import connect
 from mdp.bench.freshness import ack_to_materialized
+from mdp.bench.load import percentiles
 from mdp.bench.up import Platform, cpu_seconds, running_platform
 from mdp.feeder import FeedConfig, FeedStats, run_feed
 from mdp.reconcile import candle_differences, read_ack_log, unpromoted
@@ -231,12 +231,7 @@ def _run_statuses(dagster_database: str) -> dict[str, int]:
 
 
 def _percentiles(milliseconds: list[float]) -> dict[str, float]:
-    if len(milliseconds) < 2:
+    found = percentiles(milliseconds, 50, 99)
+    if not found:
         return {}
-    q = statistics.quantiles(milliseconds, n=100, method="inclusive")
-    return {
-        "count": len(milliseconds),
-        "p50": round(q[49], 1),
-        "p99": round(q[98], 1),
-        "max": round(max(milliseconds), 1),
-    }
+    return {"count": len(milliseconds), **found, "max": round(max(milliseconds), 1)}

@@ -10,7 +10,6 @@ import asyncio
 import base64
 import contextlib
 import resource
-import statistics
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,7 +21,7 @@ from websockets.exceptions import ConnectionClosed
 
 from core.config import Settings
 from mdp.bench.capacity import Connections, fresh_ticks, open_loop
-from mdp.bench.load import request_bytes
+from mdp.bench.load import percentiles, request_bytes
 from mdp.bench.up import Platform, cpu_seconds, running_platform
 
 BATCH = 10  # ticks per POST: the ack of a small batch is what a live feed sees
@@ -156,13 +155,13 @@ async def _phase(
         "subscribers": len(clients),
         "channels": sorted(set(channels)),
         "acked_ticks_per_s": round(len(crowd.acked) / elapsed, 1),
-        "ack_ms": _percentiles(ack_ms),
+        "ack_ms": percentiles(ack_ms, 50, 95, 99),
         "events_expected": expected,
         "events_received": crowd.received,
         "frames_received": crowd.frames,
         "ended_by_server": crowd.ended_by_server,
         "ingest_errors": len(errors),
-        "delivery_ms": _percentiles(crowd.delivery_ms),
+        "delivery_ms": percentiles(crowd.delivery_ms, 50, 95, 99),
         "cpu_cores": cores,
         "api_cpu_us_per_event": round(
             cores.get("api", 0) * elapsed * 1e6 / max(crowd.received, 1), 2
@@ -196,10 +195,3 @@ def _api_pid(platform: Platform) -> int:
             pid: int = child.pid
             return pid
     raise RuntimeError("no API process under mdp up")
-
-
-def _percentiles(values: list[float]) -> dict[str, float]:
-    if len(values) < 2:
-        return {}
-    q = statistics.quantiles(values, n=100, method="inclusive")
-    return {"p50": round(q[49], 1), "p95": round(q[94], 1), "p99": round(q[98], 1)}
