@@ -40,6 +40,11 @@ class Event:
     data: str  # JSON
     cursor: tuple[int, int]  # (trade seq, candle change id) up to and including this event
 
+    @property
+    def id(self) -> str:
+        """The event's id, `<trade seq>.<candle change id>`: a reader resumes after it."""
+        return f"{self.cursor[0]}.{self.cursor[1]}"
+
 
 async def heads(pool: AsyncConnectionPool) -> tuple[int, int]:
     async with pool.connection() as conn:

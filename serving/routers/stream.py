@@ -18,6 +18,7 @@ from fastapi import (
     WebSocket,
     status,
 )
+from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
@@ -96,7 +97,7 @@ async def stream(
         try:
             async for events in follow_events(pool, hub, cursor, wanted, kinds):
                 for e in events:
-                    yield ServerSentEvent(data=e.data, event=e.kind, id="{}.{}".format(*e.cursor))
+                    yield ServerSentEvent(data=e.data, event=e.kind, id=e.id)
         except (asyncio.CancelledError, GeneratorExit):
             STREAMS_ENDED.labels("client").inc()
             raise
@@ -124,9 +125,8 @@ async def ws(
     subscription is closed with code 1008 and the reason."""
     shared = services(websocket.app)
     await websocket.accept()
-    bearer = websocket.headers.get("authorization", "")
-    key = bearer[7:] if bearer[:7].lower() == "bearer " else api_key
-    if not read_key_accepted(shared.settings, key):
+    scheme, bearer = get_authorization_scheme_param(websocket.headers.get("authorization"))
+    if not read_key_accepted(shared.settings, bearer if scheme.lower() == "bearer" else api_key):
         await websocket.close(code=status.WS_1008_POLICY_VIOLATION, reason="authentication failed")
         return
     try:
@@ -141,7 +141,7 @@ async def ws(
             if batch:
                 await websocket.send_text(
                     "[" + ",".join(
-                        f'{{"id":"{e.cursor[0]}.{e.cursor[1]}","event":"{e.kind}","data":{e.data}}}'
+                        f'{{"id":"{e.id}","event":"{e.kind}","data":{e.data}}}'
                         for e in batch
                     ) + "]"
                 )  # fmt: skip
