@@ -19,6 +19,7 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from serving.auth import read_key_accepted
 from serving.deps import services
 from serving.fanout import KINDS, Subscriber
 from serving.websocket import counted, until_one_ends
@@ -59,12 +60,12 @@ async def stocks(websocket: WebSocket) -> None:
         with contextlib.suppress(RuntimeError):
             await websocket.close(code=1008)
         return
-    keys = shared.settings.read_keys
     if not isinstance(auth, dict) or auth.get("action") != "auth":
         await websocket.send_json(_status("auth_failed", "authenticate first"))
         await websocket.close(code=1008)
         return
-    if keys and auth.get("params") not in keys:
+    key = auth.get("params")
+    if not read_key_accepted(shared.settings, key if isinstance(key, str) else None):
         await websocket.send_json(_status("auth_failed", "authentication failed"))
         await websocket.close(code=1008)
         return
