@@ -55,7 +55,7 @@ def polygon_file(path: Path, rows: int, symbols: list[str]) -> None:
 
 def copy_references(url: str, path: Path) -> tuple[float, float]:
     """rows/s of a binary COPY of the file's rows, as trades, into a plain table, and into a table
-    made like `trades` (its indexes, constraints and foreign key)."""
+    made like `trades` (its indexes and constraints)."""
     frame = pl.read_csv(path, infer_schema_length=10_000)
     received = datetime.now(UTC)
     rows = [
