@@ -110,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--rows", type=int, default=200_000, help="rows for the ingest benchmark")
     bench.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="API worker processes in the ingest and serve benchmarks (mdp serve --workers)",
+    )
+    bench.add_argument(
         "--trades", type=int, default=1_000_000, help="trades in the candle benchmark's day"
     )
     bench.add_argument(
@@ -301,6 +307,7 @@ def _bench(args: argparse.Namespace) -> int:
         args.suite or DEFAULT_SUITES,
         get_settings(),
         rows=args.rows,
+        workers=args.workers,
         trades=args.trades,
         seconds=args.seconds,
         minutes=args.minutes,

@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import polars as pl
 
 from core.db import Connection
@@ -116,7 +117,11 @@ def count(db: Connection, sql: str = "SELECT count(*) FROM trades") -> int:
 
 
 def test_files_of_every_format_import_exactly_and_twice_changes_nothing(
-    db: Connection, dagster_env: dict[str, str], tmp_path: Path, database_url: str
+    db: Connection,
+    dagster_env: dict[str, str],
+    tmp_path: Path,
+    database_url: str,
+    client: httpx.Client,
 ) -> None:
     files = [
         polygon_file(tmp_path),
@@ -149,6 +154,13 @@ def test_files_of_every_format_import_exactly_and_twice_changes_nothing(
     assert again.returncode == 0, again.stderr[-3000:]
     assert count(db) == before
     assert "nothing new" in again.stdout
+
+    # Imported trades count, but an import is no beat of the live pipeline (none ran here), and a
+    # file imported twice is no feed replaying identities.
+    status = client.get("/status/ingestion").json()
+    assert (status["status"], status["heartbeat_at"]) == ("unknown", None)
+    assert (status["promoted_per_second"], status["duplicates_per_second"]) == (0, 0)
+    assert client.get("/metrics").json()["counts"]["trades"] == before
 
 
 def test_a_bad_row_refuses_the_whole_file(

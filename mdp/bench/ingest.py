@@ -61,7 +61,9 @@ def copy_references(url: str, ticks: list[dict[str, Any]]) -> tuple[float, float
     )
 
 
-def bench_ingest(url: str, settings: Settings, *, rows: int, **_: Any) -> dict[str, Any]:
+def bench_ingest(
+    url: str, settings: Settings, *, rows: int, workers: int = 1, **_: Any
+) -> dict[str, Any]:
     password = secrets.token_urlsafe(12)
     auth = "Basic " + base64.b64encode(f"bench:{password}".encode()).decode()
     env = {"DATABASE_URL": url, "INGEST_USERNAME": "bench", "INGEST_PASSWORD": password}
@@ -71,7 +73,7 @@ def bench_ingest(url: str, settings: Settings, *, rows: int, **_: Any) -> dict[s
         conn.execute("TRUNCATE trade_inbox")
 
     copy_rows_per_s, copy_like_inbox_rows_per_s = copy_references(url, ticks)
-    with api_server(env) as api:
+    with api_server(env, workers=workers) as api:
         headers = {"Authorization": auth, "Content-Type": "application/json"}
         bodies = [
             msgspec.json.encode(ticks[i : i + BATCH_SIZE]) for i in range(0, len(ticks), BATCH_SIZE)
@@ -97,6 +99,7 @@ def bench_ingest(url: str, settings: Settings, *, rows: int, **_: Any) -> dict[s
         stored = conn.execute("SELECT count(*) FROM trade_inbox").fetchone()
         conn.execute("TRUNCATE trade_inbox")
     return {
+        "api_workers": workers,
         "batch": {
             "rows": len(ticks),
             "batch_size": BATCH_SIZE,

@@ -23,7 +23,9 @@ CONCURRENCY = 16
 SQL_ROUNDS = 20
 
 
-def bench_serve(url: str, settings: Settings, *, trades: int, **_: Any) -> dict[str, Any]:
+def bench_serve(
+    url: str, settings: Settings, *, trades: int, workers: int = 1, **_: Any
+) -> dict[str, Any]:
     symbol = settings.symbol_list[0]
     seed_day(url, trades, settings.symbol_list)
     with connect(url) as conn:
@@ -34,7 +36,7 @@ def bench_serve(url: str, settings: Settings, *, trades: int, **_: Any) -> dict[
         f"&start={start:%Y-%m-%dT%H:%M:%SZ}&end={end:%Y-%m-%dT%H:%M:%SZ}"
     )
     env = {"DATABASE_URL": url, "INGEST_USERNAME": "bench", "INGEST_PASSWORD": secrets.token_hex(8)}
-    with api_server(env) as api:
+    with api_server(env, workers=workers) as api:
         bars = len(httpx.get(f"{api}{path}").json()["candles"])
         candles = asyncio.run(
             run_load(api, lambda _: request_bytes(api, "GET", path), total=REQUESTS,
@@ -52,6 +54,7 @@ def bench_serve(url: str, settings: Settings, *, trades: int, **_: Any) -> dict[
             conn.execute(query("candles_by_sql"), params).fetchall()
         from_trades_s = (time.perf_counter() - started) / SQL_ROUNDS
     return {
+        "api_workers": workers,
         "bars_per_response": bars,
         "trades_behind_them": trades // len(settings.symbol_list),
         "concurrency": CONCURRENCY,

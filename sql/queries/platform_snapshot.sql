@@ -3,7 +3,13 @@
 -- duplicates, when the oldest pending tick was accepted (the pipeline's lag), and the database's
 -- clock. Cheap: indexes and small tables (the trade count is the
 -- sum of the promotions recorded per micro-batch).
-SELECT (SELECT max(finished_at) FROM ingest_batches) AS heartbeat_at,
+--
+-- `mdp import` records each file as a batch too (run_id 'import:<file>'): its trades count, but it
+-- is no beat of the live pipeline, and a file imported twice is no feed that only resends.
+WITH live_batches AS NOT MATERIALIZED (
+    SELECT * FROM ingest_batches WHERE run_id IS NULL OR NOT starts_with(run_id, 'import:')
+)
+SELECT (SELECT max(finished_at) FROM live_batches) AS heartbeat_at,
        greatest((SELECT max(last_trade_at) FROM symbols),
                 (SELECT max(ts) FROM trade_inbox)) AS last_trade_at,
        (SELECT coalesce(sum(promoted), 0) FROM ingest_batches)::int8 AS trades,
@@ -17,5 +23,5 @@ SELECT (SELECT max(finished_at) FROM ingest_batches) AS heartbeat_at,
        now() AS now
 FROM (SELECT coalesce(sum(promoted), 0)::int8 AS promoted,
              coalesce(sum(duplicates), 0)::int8 AS duplicates
-      FROM ingest_batches
+      FROM live_batches
       WHERE finished_at > now() - interval '1 minute') AS last_minute
