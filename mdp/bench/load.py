@@ -17,6 +17,7 @@ class LoadResult:
     seconds: float
     latencies_ms: list[float]
     statuses: dict[int, int]
+    client_cpu_seconds: float
 
     @property
     def per_second(self) -> float:
@@ -30,6 +31,7 @@ class LoadResult:
             "p50_ms": round(q[49], 3),
             "p99_ms": round(q[98], 3),
             "statuses": self.statuses,
+            "load_generator_cores": round(self.client_cpu_seconds / self.seconds, 2),
         }
 
 
@@ -85,6 +87,8 @@ async def run_load(
         finally:
             writer.close()
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return LoadResult(total, time.perf_counter() - started, latencies, statuses)
+    return LoadResult(
+        total, time.perf_counter() - started, latencies, statuses, time.process_time() - cpu
+    )

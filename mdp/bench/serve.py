@@ -63,5 +63,5 @@ def bench_serve(
         "ratio_candles_vs_liveness": round(candles.per_second / liveness.per_second, 3),
         "from_trades_per_request_ms": round(from_trades_s * 1000, 1),
         "speedup_vs_from_trades": round(candles.per_second * from_trades_s, 1),
-        "note": "one API worker; load generator, API and PostgreSQL share the machine",
+        "note": "load generator, API and PostgreSQL share the machine",
     }
