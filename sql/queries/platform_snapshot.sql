@@ -1,8 +1,8 @@
 -- One look at the platform for /status/ingestion and /metrics: the heartbeat, the latest trade
 -- time (promoted or pending), counts, what the last minute's micro-batches promoted and dropped as
 -- duplicates, when the oldest pending tick was accepted (the pipeline's lag), and the database's
--- clock. Cheap: indexes and small tables (the trade count is the
--- sum of the promotions recorded per micro-batch).
+-- clock. Cheap whatever the history: indexes, small tables, and the totals the triggers keep in
+-- `platform_totals` (trades promoted, duplicates dropped, candles stored).
 --
 -- `mdp import` records each file as a batch too (run_id 'import:<file>'): its trades count, but it
 -- is no beat of the live pipeline, and a file imported twice is no feed that only resends.
@@ -12,11 +12,11 @@ WITH live_batches AS NOT MATERIALIZED (
 SELECT (SELECT max(finished_at) FROM live_batches) AS heartbeat_at,
        greatest((SELECT max(last_trade_at) FROM symbols),
                 (SELECT max(ts) FROM trade_inbox)) AS last_trade_at,
-       (SELECT coalesce(sum(promoted), 0) FROM ingest_batches)::int8 AS trades,
-       (SELECT count(*) FROM candles) AS candles,
+       totals.trades,
+       totals.candles,
        (SELECT count(*) FROM symbols) AS symbols,
        (SELECT count(*) FROM trade_inbox) AS inbox_pending,
-       (SELECT coalesce(sum(duplicates), 0) FROM ingest_batches)::int8 AS duplicates,
+       totals.duplicates,
        last_minute.promoted AS promoted_last_minute,
        last_minute.duplicates AS duplicates_last_minute,
        (SELECT received_at FROM trade_inbox ORDER BY seq LIMIT 1) AS oldest_pending_at,
@@ -24,4 +24,5 @@ SELECT (SELECT max(finished_at) FROM live_batches) AS heartbeat_at,
 FROM (SELECT coalesce(sum(promoted), 0)::int8 AS promoted,
              coalesce(sum(duplicates), 0)::int8 AS duplicates
       FROM live_batches
-      WHERE finished_at > now() - interval '1 minute') AS last_minute
+      WHERE finished_at > now() - interval '1 minute') AS last_minute,
+     platform_totals AS totals
