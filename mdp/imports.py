@@ -168,7 +168,7 @@ def import_file(url: str, path: Path, fmt: str, symbol: str | None, register: bo
         [(batch_id,)] = conn.execute(
             "INSERT INTO ingest_batches (started_at, inbox_rows, promoted, duplicates, run_id)"
             " VALUES (clock_timestamp(), %s, 0, 0, %s) RETURNING batch_id",
-            (result.rows, f"import:{path.name}"),
+            (result.rows, f"import:{path.name}"),  # the prefix: no beat (platform_snapshot.sql)
         ).fetchall()
         [(below,)] = conn.execute(BELOW_EVERY_SEQ).fetchall()
         stored, days = _store(conn, {"batch_id": batch_id, "below": below})
