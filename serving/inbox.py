@@ -8,6 +8,7 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from serving.ticks import InboxRow
@@ -78,11 +79,20 @@ class InboxWriter:
                         p.done.set_result(None)
 
     async def _commit(self, group: list[_Pending]) -> None:
-        async with self._pool.connection() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (INBOX_LOCK_KEY,))
-            async with conn.cursor().copy(COPY_INBOX) as copy:
-                copy.set_types(COPY_TYPES)
-                for p in group:
-                    for row in p.rows:
-                        await copy.write_row(row)
-            await conn.execute(NOTIFY_STREAM)  # delivered at commit: /stream readers wake up
+        # Three round trips where `conn.transaction()` and a statement each would take six: every
+        # one waits its turn on an event loop busy with requests, and the commits of a process
+        # follow one another, so their pace is the single-tick rate (measured: +8-12 %).
+        async with self._pool.connection() as conn:
+            await conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({INBOX_LOCK_KEY})")
+            try:
+                async with conn.cursor().copy(COPY_INBOX) as copy:
+                    copy.set_types(COPY_TYPES)
+                    for p in group:
+                        for row in p.rows:
+                            await copy.write_row(row)
+                # NOTIFY is delivered at commit: /stream readers wake up.
+                await conn.execute(f"{NOTIFY_STREAM}; COMMIT")
+            except BaseException:
+                with contextlib.suppress(psycopg.Error):  # a broken connection leaves the pool
+                    await conn.execute("ROLLBACK")
+                raise
