@@ -15,14 +15,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
-import psutil
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from core.config import Settings
 from mdp.bench.capacity import Connections, fresh_ticks, open_loop
 from mdp.bench.load import percentiles, request_bytes
-from mdp.bench.up import Platform, cpu_seconds, running_platform
+from mdp.bench.up import Platform, api_process, cpu_seconds, running_platform
 
 BATCH = 10  # ticks per POST: the ack of a small batch is what a live feed sees
 CONNECT_AT_ONCE = 50  # subscribers connecting concurrently while the crowd gathers
@@ -98,7 +97,7 @@ async def _phase(
     platform: Platform, url: str, channels: list[str], rate: float, seconds: float
 ) -> dict[str, Any]:
     crowd = _Crowd()
-    api = psutil.Process(_api_pid(platform))
+    api = api_process(platform.process.pid)
     memory_before = api.memory_info().rss
     clients: list[ClientConnection] = []
     for i in range(0, len(channels), CONNECT_AT_ONCE):
@@ -187,11 +186,3 @@ async def _read(client: ClientConnection, crowd: _Crowd) -> None:
         async for frame in client:
             crowd.got(frame)
     crowd.ended_by_server += 1  # the server ended it (a slow consumer, say)
-
-
-def _api_pid(platform: Platform) -> int:
-    for child in psutil.Process(platform.process.pid).children():
-        if "mdp serve" in " ".join(child.cmdline()):
-            pid: int = child.pid
-            return pid
-    raise RuntimeError("no API process under mdp up")

@@ -84,18 +84,32 @@ def cpu_seconds(url: str, platform_pid: int) -> dict[str, float]:
     this process, the load generator."""
     parts = {"load_generator": sum(psutil.Process().cpu_times()[:2]), "api": 0.0, "dagster": 0.0}
     with contextlib.suppress(psutil.Error):
-        for child in psutil.Process(platform_pid).children():
-            command = " ".join(child.cmdline())
-            if "mdp serve" in command:
-                parts["api"] += _tree_cpu(child)
-            elif "dagster" in command:
-                parts["dagster"] += _tree_cpu(child)
+        for part, child in _parts(platform_pid):
+            parts[part] += _tree_cpu(child)
         with connect(url) as conn:
             [(backend,)] = conn.execute("SELECT pg_backend_pid()").fetchall()
             server = psutil.Process(backend).parent()  # on this machine: the postmaster
             if server and "postgres" in server.name():
                 parts["postgres"] = _tree_cpu(server)
     return parts
+
+
+def api_process(platform_pid: int) -> psutil.Process:
+    """The API (`mdp serve`) of the platform `mdp up` runs as `platform_pid`."""
+    for part, child in _parts(platform_pid):
+        if part == "api":
+            return child
+    raise RuntimeError("no API process under mdp up")
+
+
+def _parts(platform_pid: int) -> Iterator[tuple[str, psutil.Process]]:
+    """The platform's children that are the API or Dagster, named so."""
+    for child in psutil.Process(platform_pid).children():
+        command = " ".join(child.cmdline())
+        if "mdp serve" in command:
+            yield "api", child
+        elif "dagster" in command:
+            yield "dagster", child
 
 
 def _tree_cpu(root: psutil.Process) -> float:
