@@ -19,9 +19,9 @@ from serving.deps import Services, services
 from serving.errors import DATABASE_UNAVAILABLE, install_error_handlers
 from serving.fanout import Fanout
 from serving.inbox import InboxWriter
+from serving.listener import StreamHub
 from serving.metrics import RequestMetrics
 from serving.routers import dashboard, health, ingest, market, ops, polygon, stocks, stream
-from serving.stream import StreamHub
 from serving.symbols import SymbolRegistry
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from core.config import Settings
 from serving.candle_cache import CandleCache
 from serving.fanout import Fanout
 from serving.inbox import InboxWriter
-from serving.stream import StreamHub
+from serving.listener import StreamHub
 from serving.symbols import SymbolRegistry
 from serving.ticks import EARLIEST
 

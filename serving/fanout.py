@@ -27,7 +27,8 @@ import msgspec
 from psycopg_pool import AsyncConnectionPool
 
 from core.db import query
-from serving.stream import HEARTBEAT_SECONDS, StreamHub, heads, read_events
+from serving.listener import StreamHub
+from serving.stream import HEARTBEAT_SECONDS, heads, read_events
 
 log = logging.getLogger(__name__)
 
