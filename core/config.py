@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     )
     dev_no_auth: bool = Field(default=False, validation_alias="MDP_DEV_NO_AUTH")
     dagster_url: str = Field(default="http://127.0.0.1:3000", validation_alias="MDP_DAGSTER_URL")
+    streams_per_process: int = Field(default=4096, gt=0, validation_alias="MDP_STREAMS_PER_PROCESS")
+    """`/stream` and `/ws` connections one API process follows at most; past it, refused."""
     read_api_keys: SecretStr | None = None
     """Comma-separated keys for reads (the WebSocket `auth` step); unset, reads are public."""
 

@@ -22,6 +22,7 @@ from serving.inbox import InboxWriter
 from serving.listener import StreamHub
 from serving.metrics import RequestMetrics
 from serving.routers import dashboard, health, ingest, market, ops, polygon, stocks, stream
+from serving.stream import EventFeed
 from serving.symbols import SymbolRegistry
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def check_credentials(settings: Settings) -> None:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     shared = services(app)
     await shared.pool.open(wait=False)
-    shared.inbox.start()
+    await shared.inbox.open()
     shared.stream.start()
     with suppress(*DATABASE_UNAVAILABLE):
         await shared.symbols.refresh()
@@ -54,6 +55,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await shared.fanout.stop()
+        await shared.feed.stop()
         await shared.stream.stop()
         await shared.inbox.stop()
         await shared.pool.close()
@@ -77,9 +79,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings=settings,
         started_at=datetime.now(UTC),
         pool=pool,
-        inbox=InboxWriter(pool, on_commit=hub.committed),
+        # Acks never wait for readers: the inbox writer has connections of its own.
+        inbox=InboxWriter(make_pool(settings.database_url, writer=True), on_commit=hub.committed),
         symbols=SymbolRegistry(pool),
         stream=hub,
+        feed=EventFeed(pool, hub, max_followers=settings.streams_per_process),
         fanout=Fanout(pool, hub),
         candle_cache=CandleCache(pool),
         expected_migrations=migration_ids(),

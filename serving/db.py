@@ -1,4 +1,5 @@
-"""The API's connection pool to the market database."""
+"""The API's connection pools to the market database: one for reads and streams, and a small one
+of the inbox writer's own, so that no number of readers can make an ack wait for a connection."""
 
 from __future__ import annotations
 
@@ -24,13 +25,14 @@ async def _check_now_and_then(conn: AsyncConnection[Any]) -> None:
         _last_checked[conn] = now
 
 
-def make_pool(database_url: str) -> AsyncConnectionPool:
-    # Closed until the lifespan opens it without waiting: the API starts (and answers 503) while
-    # the database is down, and the pool reconnects by itself when it returns.
+def make_pool(database_url: str, *, writer: bool = False) -> AsyncConnectionPool:
+    """Closed until the lifespan opens it without waiting: the API starts (and answers 503) while
+    the database is down, and the pool reconnects by itself when it returns. The writer's pool
+    holds what the inbox writer uses (one commit at a time) and one to spare."""
     return AsyncConnectionPool(
         libpq_url(database_url),
-        min_size=2,
-        max_size=8,
+        min_size=1 if writer else 2,
+        max_size=2 if writer else 8,
         timeout=3.0,
         reconnect_timeout=float("inf"),
         check=_check_now_and_then,
@@ -38,5 +40,5 @@ def make_pool(database_url: str) -> AsyncConnectionPool:
         # over a large inbox, against 15 ms of execution) is slower than any of them.
         kwargs={"autocommit": True, "connect_timeout": 3, "options": "-c jit=off"},
         open=False,
-        name="market",
+        name="inbox" if writer else "market",
     )

@@ -19,6 +19,7 @@ from serving.candle_cache import CandleCache
 from serving.fanout import Fanout
 from serving.inbox import InboxWriter
 from serving.listener import StreamHub
+from serving.stream import EventFeed
 from serving.symbols import SymbolRegistry
 from serving.ticks import EARLIEST
 
@@ -35,6 +36,7 @@ class Services:
     inbox: InboxWriter
     symbols: SymbolRegistry
     stream: StreamHub
+    feed: EventFeed
     fanout: Fanout
     candle_cache: CandleCache
     expected_migrations: list[str]
@@ -69,6 +71,10 @@ async def _stream(request: Request) -> StreamHub:
     return services(request.app).stream
 
 
+async def _feed(request: Request) -> EventFeed:
+    return services(request.app).feed
+
+
 async def _candle_cache(request: Request) -> CandleCache:
     return services(request.app).candle_cache
 
@@ -79,6 +85,7 @@ Pool = Annotated[AsyncConnectionPool, Depends(_pool)]
 Inbox = Annotated[InboxWriter, Depends(_inbox)]
 Registry = Annotated[SymbolRegistry, Depends(_symbols)]
 Stream = Annotated[StreamHub, Depends(_stream)]
+Feed = Annotated[EventFeed, Depends(_feed)]
 Cache = Annotated[CandleCache, Depends(_candle_cache)]
 
 PathSymbol = Annotated[str, Path(examples=["AAPL"])]

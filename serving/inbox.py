@@ -31,7 +31,8 @@ class _Pending:
 
 
 class InboxWriter:
-    """One writer task per process; `append` returns once the rows are committed."""
+    """One writer task per process, on a pool of its own; `append` returns once the rows are
+    committed."""
 
     def __init__(
         self,
@@ -45,7 +46,9 @@ class InboxWriter:
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
+    async def open(self) -> None:
+        """Open the writer's pool (without waiting for the database) and start writing."""
+        await self._pool.open(wait=False)
         self._task = asyncio.create_task(self._run(), name="inbox-writer")
 
     async def stop(self) -> None:
@@ -53,6 +56,7 @@ class InboxWriter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self._pool.close()
 
     async def append(self, rows: list[InboxRow]) -> None:
         pending = _Pending(rows)

@@ -34,13 +34,26 @@ SLOWEST_SECONDS = Gauge(
 )
 _slowest: dict[tuple[str, str], float] = {}
 STREAMS = Gauge(
-    "mdp_stream_subscribers", "Open /stream and /stocks connections.", multiprocess_mode="livesum"
+    "mdp_stream_subscribers",
+    "Open /stream, /ws and /stocks connections.",
+    multiprocess_mode="livesum",
 )
 STREAMS_ENDED = Counter(
     "mdp_streams_ended",
     "Ended /stream and /stocks connections, by why: the client left, an error cut it, or it"
     " fell too far behind (slow).",
     ["reason"],
+)
+STREAM_READS = Counter(
+    "mdp_stream_reads",
+    "Reads of /stream and /ws events from the database: by the process's one shared reader, or by"
+    " a connection catching up on its own cursor (resumed from long ago, or fell behind).",
+    ["reader"],
+)
+STREAMS_FELL_BEHIND = Counter(
+    "mdp_streams_fell_behind",
+    "/stream and /ws connections that fell too far behind the shared reader and went on with"
+    " reads of their own (nothing is lost: they resume from their cursor).",
 )
 
 

@@ -1,13 +1,25 @@
 """The events of `/stream` and `/ws`: accepted trades and candle changes, read from the tables in
 order after a cursor, so a reader that resumes from a Last-Event-ID gets exactly what it missed.
-Readers are woken by the process's LISTEN connection (`serving.listener`)."""
+
+One reader per API process (`EventFeed`) reads every event once per commit it hears of (woken by
+`serving.listener`) and hands each connection the events it asked for; it keeps the latest
+events, so a connection that starts or resumes a little behind joins from them. A connection
+further behind catches up with reads of its own from its cursor, then joins; one that falls
+MAX_BEHIND bytes behind leaves the shared reader and catches up the same way. So a crowd costs
+one query per wake-up, and a slow client costs reads of its own, never memory or other clients'
+time (docs/design.md §7)."""
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import contextlib
+import itertools
+import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections import defaultdict
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,12 +27,20 @@ from psycopg_pool import AsyncConnectionPool
 
 from core.db import query
 from serving.listener import StreamHub
+from serving.metrics import STREAM_READS, STREAMS_FELL_BEHIND
 
 log = logging.getLogger(__name__)
 
 BATCH = 2000  # trades looked at, and candle changes, per read (sql/queries/stream_events.sql)
 HEARTBEAT_SECONDS = 15.0
-COALESCE_SECONDS = 0.05  # readers wake at most this often under a busy feed
+COALESCE_SECONDS = 0.05  # the shared reader reads at most this often under a busy feed
+RECENT_EVENTS = 20_000  # events the shared reader keeps for connections joining a little behind
+MAX_BEHIND = 2**20  # bytes of events queued for one connection before it leaves the shared reader
+CATCH_UP_READS = 2  # connections of a process reading on their own cursors at the same time
+KINDS = frozenset({"trade", "candle"})
+CHANGES_KEPT = "15 minutes"  # how long the change log keeps candle changes (announce_candles.sql)
+
+Cursor = tuple[int, int]  # (trade seq, candle change id): everything up to both has been seen
 
 # Where a new reader starts: after everything committed so far.
 HEADS = """
@@ -32,18 +52,26 @@ SELECT greatest(coalesce((SELECT max(seq) FROM trade_inbox), 0),
 
 @dataclass(frozen=True)
 class Event:
-    kind: str  # trade | candle
+    kind: str  # trade | candle | gap
     symbol: str
     data: str  # JSON
-    cursor: tuple[int, int]  # (trade seq, candle change id) up to and including this event
+    cursor: Cursor  # up to and including this event
 
     @property
     def id(self) -> str:
         """The event's id, `<trade seq>.<candle change id>`: a reader resumes after it."""
         return f"{self.cursor[0]}.{self.cursor[1]}"
 
+    def is_after(self, cursor: Cursor) -> bool:
+        """Whether a reader at `cursor` has yet to get this event."""
+        return self.cursor[0] > cursor[0] if self.kind == "trade" else self.cursor[1] > cursor[1]
 
-async def heads(pool: AsyncConnectionPool) -> tuple[int, int]:
+
+def _later(a: Cursor, b: Cursor) -> Cursor:
+    return max(a[0], b[0]), max(a[1], b[1])
+
+
+async def heads(pool: AsyncConnectionPool) -> Cursor:
     async with pool.connection() as conn:
         row = await (await conn.execute(HEADS)).fetchone()
     assert row is not None
@@ -53,20 +81,21 @@ async def heads(pool: AsyncConnectionPool) -> tuple[int, int]:
 @dataclass(frozen=True)
 class Read:
     events: list[Event]
-    cursor: tuple[int, int]  # where the next read starts (past resends looked at, too)
+    cursor: Cursor  # where the next read starts (past what was looked at and left out, too)
     more: bool  # a full batch: more may be waiting
 
 
 async def read_events(
     pool: AsyncConnectionPool,
-    cursor: tuple[int, int],
-    symbols: list[str] | None,
-    kinds: set[str],
+    cursor: Cursor,
+    symbols: Collection[str] | None,
+    kinds: Collection[str],
 ) -> Read:
-    """The accepted trades and candle changes after `cursor`, in order, a batch of each."""
+    """The accepted trades and candle changes after `cursor`, in order, a batch of each; a `gap`
+    event first when candle changes after `cursor` were already pruned from the change log."""
     after_trade, after_candle = cursor
     params: dict[str, Any] = {
-        "symbols": symbols,
+        "symbols": None if symbols is None else list(symbols),
         "want_trades": "trade" in kinds,
         "want_candles": "candle" in kinds,
         "after_trade": after_trade,
@@ -75,38 +104,223 @@ async def read_events(
     }
     async with pool.connection() as conn:
         rows = await (await conn.execute(query("stream_events"), params)).fetchall()
-    (_, scanned_through, _, scanned), *rows = rows
+    (_, trades_through, _, trades_scanned), (_, candles_through, _, candles_scanned), *rows = rows
+    (_, kept, _, _), *rows = rows
     events = []
-    candles = 0
+    if kept is not None and kept > after_candle + 1:
+        after_candle = kept - 1
+        events.append(_gap(cursor[1], (after_trade, after_candle)))
     for kind, event_id, symbol, data in rows:
         if kind == "trade":
             after_trade = event_id
         else:
-            after_trade = scanned_through or after_trade
+            after_trade = trades_through or after_trade
             after_candle = event_id
-            candles += 1
         events.append(Event(kind, symbol, data, (after_trade, after_candle)))
-    more = int(scanned) == BATCH or candles == BATCH
-    return Read(events, (scanned_through or after_trade, after_candle), more)
+    more = BATCH in (int(trades_scanned), int(candles_scanned))
+    return Read(events, (trades_through or after_trade, candles_through or after_candle), more)
 
 
-async def follow_events(
-    pool: AsyncConnectionPool,
-    hub: StreamHub,
-    cursor: tuple[int, int],
-    symbols: list[str] | None,
-    kinds: set[str],
-) -> AsyncIterator[list[Event]]:
-    """The accepted trades and candle changes after `cursor`, in order, a read at a time, for as
-    long as the caller iterates; each read waits for a commit (or HEARTBEAT_SECONDS: an empty
-    list, to keep the connection alive)."""
-    while True:
-        generation = hub.generation()
-        read = await read_events(pool, cursor, symbols, kinds)
-        read_at = time.monotonic()
-        cursor = read.cursor
-        yield read.events
-        if not read.more:
-            await hub.wait(generation, HEARTBEAT_SECONDS)
-            # Under a busy feed, read at most every COALESCE_SECONDS; an idle reader at once.
-            await asyncio.sleep(max(0.0, COALESCE_SECONDS - (time.monotonic() - read_at)))
+def _gap(after_candle: int, cursor: Cursor) -> Event:
+    detail = (
+        f"candle changes are kept for {CHANGES_KEPT}; some after change {after_candle} were "
+        "pruned before this resume: read /candles again for the ranges you follow"
+    )
+    data = {"missed": "candle", "after": after_candle, "resumes_after": cursor[1], "detail": detail}
+    return Event("gap", "", json.dumps(data), cursor)
+
+
+class Follower:
+    """One connection's place in the events: its cursor, what it asked for, and the events the
+    shared reader queued for it."""
+
+    def __init__(self, cursor: Cursor, symbols: frozenset[str] | None, kinds: frozenset[str]):
+        self.cursor = cursor
+        self.symbols = symbols
+        self.kinds = kinds
+        self.joined = False
+        self._events: list[Event] = []
+        self._behind = 0
+        self._ready = asyncio.Event()
+
+    def offer(self, event: Event) -> bool:
+        """Queue `event` if wanted and new; False when that would put this connection more than
+        MAX_BEHIND bytes behind (it must leave the shared reader)."""
+        if event.kind not in self.kinds or not event.is_after(self.cursor):
+            return True
+        if self._behind + len(event.data) > MAX_BEHIND:
+            return False
+        self.cursor = _later(self.cursor, event.cursor)
+        self._events.append(Event(event.kind, event.symbol, event.data, self.cursor))
+        self._behind += len(event.data)
+        self._ready.set()
+        return True
+
+    async def take(self, seconds: float) -> list[Event]:
+        """The events queued so far, waiting up to `seconds` for one (else an empty list)."""
+        if not self._events:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    await self._ready.wait()
+        return self.queued()
+
+    def queued(self) -> list[Event]:
+        """The events queued so far (perhaps none), without waiting."""
+        events, self._events = self._events, []
+        self._behind = 0
+        self._ready.clear()
+        return events
+
+
+class EventFeed:
+    """The process's one reader of events, shared by its `/stream` and `/ws` connections."""
+
+    def __init__(self, pool: AsyncConnectionPool, hub: StreamHub, max_followers: int) -> None:
+        self._pool = pool
+        self._hub = hub
+        self.max_followers = max_followers
+        self._followers = 0  # connections following, joined or catching up
+        self._everything: set[Follower] = set()  # joined, all symbols
+        self._by_symbol: defaultdict[str, set[Follower]] = defaultdict(set)  # joined, some
+        self._head: Cursor | None = None  # where the shared reader reads next
+        self._caught_up = False  # its last read reached the newest events
+        self._recent: list[Event] = []  # the latest events, RECENT_EVENTS to twice as many
+        self._recent_after: Cursor | None = None  # every event after it is in _recent
+        self._catching_up = asyncio.Semaphore(CATCH_UP_READS)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def full(self) -> bool:
+        return self._followers >= self.max_followers
+
+    async def start_cursor(self) -> Cursor:
+        """Where a new connection starts: after everything committed so far (as the shared reader
+        last read it, when it is following the newest events)."""
+        if self._caught_up and self._head is not None:
+            return self._head
+        return await heads(self._pool)
+
+    async def follow(
+        self, cursor: Cursor, symbols: Collection[str] | None, kinds: Collection[str]
+    ) -> AsyncIterator[list[Event]]:
+        """The events after `cursor`, in order, a batch at a time, for as long as the caller
+        iterates; an empty batch after HEARTBEAT_SECONDS without any."""
+        follower = Follower(
+            cursor, None if symbols is None else frozenset(symbols), frozenset(kinds)
+        )
+        self._followers += 1
+        if self._task is None or self._task.done():
+            self._head, self._caught_up = None, False
+            self._task = asyncio.create_task(self._run(), name="stream-feed")
+        try:
+            while True:
+                if follower.joined or self._join(follower):
+                    yield await follower.take(HEARTBEAT_SECONDS)
+                else:
+                    yield follower.queued() or await self._catch_up(follower)
+        finally:
+            self._followers -= 1
+            self._leave(follower)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _catch_up(self, follower: Follower) -> list[Event]:
+        """A read of `follower`'s own from its cursor; at the newest events and still unable to
+        join, it waits for the next commit."""
+        generation = self._hub.generation()
+        async with self._catching_up:
+            read = await read_events(self._pool, follower.cursor, follower.symbols, follower.kinds)
+        STREAM_READS.labels("own").inc()
+        follower.cursor = read.cursor
+        if not read.more and not read.events and not self._can_join(follower):
+            await self._hub.wait(generation, HEARTBEAT_SECONDS)
+        return read.events
+
+    def _can_join(self, follower: Follower) -> bool:
+        """Whether the shared reader's recent events reach back to `follower`'s cursor, for the
+        kinds of events it wants."""
+        after = self._recent_after
+        if after is None:
+            return False
+        return ("trade" not in follower.kinds or follower.cursor[0] >= after[0]) and (
+            "candle" not in follower.kinds or follower.cursor[1] >= after[1]
+        )
+
+    def _join(self, follower: Follower) -> bool:
+        """Hand `follower` the recent events after its cursor and let the shared reader queue it
+        the next ones; False when it is too far behind for that."""
+        if not self._can_join(follower):
+            return False
+        # Events are in stream order, so both parts of their cursors ascend: skip those it had.
+        unseen = [
+            bisect.bisect_right(self._recent, follower.cursor[part], key=lambda e: e.cursor[part])
+            for part, kind in enumerate(("trade", "candle"))
+            if kind in follower.kinds
+        ]
+        for event in itertools.islice(self._recent, min(unseen), None):
+            if (follower.symbols is None or event.symbol in follower.symbols) and not (
+                follower.offer(event)
+            ):
+                return False  # more recent events than it may queue: a read of its own
+        if follower.symbols is None:
+            self._everything.add(follower)
+        for symbol in follower.symbols or ():
+            self._by_symbol[symbol].add(follower)
+        follower.joined = True
+        return True
+
+    def _leave(self, follower: Follower) -> None:
+        follower.joined = False
+        self._everything.discard(follower)
+        for symbol in follower.symbols or ():
+            members = self._by_symbol[symbol]
+            members.discard(follower)
+            if not members:
+                del self._by_symbol[symbol]
+
+    async def _run(self) -> None:
+        """Read, remember, hand out, wait for a commit; for as long as anybody follows. A failed
+        read is retried after a second."""
+        while self._followers:
+            generation = self._hub.generation()
+            try:
+                if self._head is None:
+                    self._head = self._recent_after = await heads(self._pool)
+                    self._recent.clear()
+                read = await read_events(self._pool, self._head, None, KINDS)
+                STREAM_READS.labels("shared").inc()
+            except Exception:
+                log.exception("the /stream reader failed; retrying")
+                await asyncio.sleep(1.0)
+                continue
+            read_at = time.monotonic()
+            self._head, self._caught_up = read.cursor, not read.more
+            self._remember(read.events)
+            self._hand_out(read.events)
+            if not read.more:
+                await self._hub.wait(generation, HEARTBEAT_SECONDS)
+                # Under a busy feed, read at most every COALESCE_SECONDS; when idle, at once.
+                await asyncio.sleep(max(0.0, COALESCE_SECONDS - (time.monotonic() - read_at)))
+        self._head, self._caught_up, self._recent_after = None, False, None
+
+    def _remember(self, events: list[Event]) -> None:
+        self._recent += events
+        if len(self._recent) > 2 * RECENT_EVENTS:  # forget the oldest, a batch at a time
+            forgotten = len(self._recent) - RECENT_EVENTS
+            self._recent_after = self._recent[forgotten - 1].cursor
+            del self._recent[:forgotten]
+
+    def _hand_out(self, events: list[Event]) -> None:
+        too_far_behind: set[Follower] = set()
+        for event in events:
+            wanting = self._by_symbol.get(event.symbol, ())
+            for follower in itertools.chain(self._everything, wanting):
+                if follower not in too_far_behind and not follower.offer(event):
+                    too_far_behind.add(follower)
+        for follower in too_far_behind:
+            STREAMS_FELL_BEHIND.inc()
+            self._leave(follower)  # it goes on with reads of its own from its cursor

@@ -14,27 +14,27 @@ from fastapi import (
     Header,
     HTTPException,
     Query,
-    Request,
     WebSocket,
     status,
 )
 from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import BaseModel, Field
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import EventSourceResponse
 
 from core.db import CANDLES_LOCK_KEY, query
 from core.intervals import Interval
 from serving.auth import IngestAuth, ReadAuth, read_key_accepted
-from serving.deps import Pool, Registry, Stream, known_symbol, services
+from serving.deps import Feed, Pool, Registry, Stream, known_symbol, services
 from serving.errors import refusals
 from serving.metrics import STREAMS, STREAMS_ENDED
-from serving.stream import HEARTBEAT_SECONDS, follow_events, heads
+from serving.stream import HEARTBEAT_SECONDS, KINDS
 from serving.symbols import SymbolRegistry
 from serving.websocket import counted, until_one_ends
 
 router = APIRouter(tags=["stream"])
 
-KINDS = frozenset({"trade", "candle"})
+RETRY_SECONDS = "5"
+_FULL = "this server follows as many streams as it may (MDP_STREAMS_PER_PROCESS); retry later"
 
 
 def _resume_from(last_event_id: str | None) -> tuple[int, int] | None:
@@ -51,9 +51,9 @@ def _resume_from(last_event_id: str | None) -> tuple[int, int] | None:
 
 async def _subscription(
     registry: SymbolRegistry, symbols: str | None, events: str | None
-) -> tuple[set[str], list[str] | None]:
+) -> tuple[frozenset[str], list[str] | None]:
     """The event kinds and symbols asked for (None: all symbols); a 422 or 404 otherwise."""
-    kinds = set((events or "trade,candle").split(","))
+    kinds = frozenset((events or "trade,candle").split(","))
     if not kinds or not kinds <= KINDS:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, "events is a comma list of trade, candle"
@@ -77,27 +77,33 @@ async def _subscription(
     dependencies=[ReadAuth],
 )
 async def stream(
-    request: Request,
-    pool: Pool,
     registry: Registry,
-    hub: Stream,
+    feed: Feed,
     symbols: str | None = None,
     events: str | None = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> EventSourceResponse:
     """`trade` events as ticks are accepted and `candle` events as candles change (`data` is
     JSON), optionally only for `symbols` and `events` (comma-separated). Every event's id is a
-    cursor: reconnect with it as Last-Event-ID to get exactly the events missed (candle changes
-    are kept for 15 minutes). A comment line every 15 s keeps idle connections open."""
+    cursor: reconnect with it as Last-Event-ID to get exactly the events missed. Candle changes
+    are kept for 15 minutes: a resume after some were pruned gets a `gap` event first (read the
+    candles again). A comment line every 15 s keeps idle connections open. `503` when this server
+    follows as many streams as it may (MDP_STREAMS_PER_PROCESS)."""
     kinds, wanted = await _subscription(registry, symbols, events)
-    cursor = _resume_from(last_event_id) or await heads(pool)
+    if feed.full:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, _FULL, headers={"Retry-After": RETRY_SECONDS}
+        )
+    cursor = _resume_from(last_event_id) or await feed.start_cursor()
 
-    async def follow() -> AsyncIterator[ServerSentEvent]:
+    async def follow() -> AsyncIterator[bytes]:
         STREAMS.inc()
         try:
-            async for events in follow_events(pool, hub, cursor, wanted, kinds):
-                for e in events:
-                    yield ServerSentEvent(data=e.data, event=e.kind, id=e.id)
+            async for batch in feed.follow(cursor, wanted, kinds):
+                if batch:
+                    yield "".join(
+                        f"id: {e.id}\nevent: {e.kind}\ndata: {e.data}\n\n" for e in batch
+                    ).encode()
         except (asyncio.CancelledError, GeneratorExit):
             STREAMS_ENDED.labels("client").inc()
             raise
@@ -122,8 +128,15 @@ async def ws(
     and `events` as for `/stream`. Each message is a JSON array of events, `{"id", "event",
     "data"}` in order; reconnect with `?last_event_id=` the last id received to get exactly the
     events missed. With READ_API_KEYS set, a key as `?apiKey=` or a Bearer header. A refused
-    subscription is closed with code 1008 and the reason."""
+    subscription is closed with code 1008 and the reason; a server following as many streams as
+    it may closes with 1013 (try again later)."""
     shared = services(websocket.app)
+    try:  # the place in the stream is taken first: the events committed once it is open are its
+        cursor = _resume_from(last_event_id) or await shared.feed.start_cursor()
+    except HTTPException as exc:
+        await websocket.accept()
+        await websocket.close(code=status.WS_1008_POLICY_VIOLATION, reason=str(exc.detail))
+        return
     await websocket.accept()
     scheme, bearer = get_authorization_scheme_param(websocket.headers.get("authorization"))
     if not read_key_accepted(shared.settings, bearer if scheme.lower() == "bearer" else api_key):
@@ -131,13 +144,15 @@ async def ws(
         return
     try:
         kinds, wanted = await _subscription(shared.symbols, symbols, events)
-        cursor = _resume_from(last_event_id) or await heads(shared.pool)
     except HTTPException as exc:
         await websocket.close(code=status.WS_1008_POLICY_VIOLATION, reason=str(exc.detail))
         return
+    if shared.feed.full:
+        await websocket.close(code=status.WS_1013_TRY_AGAIN_LATER, reason=_FULL)
+        return
 
     async def send() -> None:
-        async for batch in follow_events(shared.pool, shared.stream, cursor, wanted, kinds):
+        async for batch in shared.feed.follow(cursor, wanted, kinds):
             if batch:
                 await websocket.send_text(
                     "[" + ",".join(

@@ -2,11 +2,14 @@
 -- in the inbox, resends left out) and candle changes by `id`, each optionally limited to symbols.
 -- One statement, one snapshot: a trade being promoted is seen exactly once.
 --
--- Trades are taken %(batch)s at a time in `seq` order from each table's `seq` index, and the
--- resends and other symbols among them left out afterwards, a probe per row: a reader far behind
--- a large inbox reads as fast as one at the head. A `scanned` row says the last `seq` looked at
--- (the next read starts after it) and how many rows were: %(batch)s means more may follow.
-WITH candidates AS MATERIALIZED (
+-- Both are taken %(batch)s at a time in order from an index (each table's `seq`, the change log's
+-- `id`), and what the reader does not want (resends, other symbols, whole days recomputed) is left
+-- out afterwards, a probe per row: a reader far behind reads as fast as one at the head, and its
+-- cursor moves past what it does not want. Three rows come first and say how far each part looked
+-- and what is kept: `trades_scanned` (the last `seq` looked at, and how many rows: %(batch)s means
+-- more may follow), `candles_scanned` (the same for change ids) and `candles_kept` (the oldest
+-- change id still in the log: older ones were pruned).
+WITH trade_candidates AS MATERIALIZED (
     SELECT *
     FROM (
         (SELECT seq, symbol, ts, price, volume, source, event_id, true AS promoted
@@ -21,16 +24,29 @@ WITH candidates AS MATERIALIZED (
     ) both_tables
     ORDER BY seq
     LIMIT %(batch)s
+),
+candle_candidates AS MATERIALIZED (
+    SELECT id, symbol, "interval", bucket_start, whole_day
+    FROM candle_updates
+    WHERE %(want_candles)s AND id > %(after_candle)s
+    ORDER BY id
+    LIMIT %(batch)s
 )
 SELECT kind, id, symbol, data
 FROM (
-    SELECT 'scanned' AS kind, max(seq) AS id, NULL AS symbol, count(*)::text AS data
-    FROM candidates
+    SELECT 'trades_scanned' AS kind, max(seq) AS id, NULL AS symbol, count(*)::text AS data
+    FROM trade_candidates
+    UNION ALL
+    SELECT 'candles_scanned', max(id), NULL, count(*)::text
+    FROM candle_candidates
+    UNION ALL
+    SELECT 'candles_kept', CASE WHEN %(want_candles)s THEN (SELECT min(id) FROM candle_updates) END,
+           NULL, NULL
     UNION ALL
     (SELECT 'trade', seq, symbol, json_build_object(
                 'symbol', symbol, 'ts', ts, 'price', price, 'volume', volume, 'source', source,
                 'event_id', event_id, 'seq', seq)::text
-     FROM candidates c
+     FROM trade_candidates c
      WHERE (%(symbols)s::text[] IS NULL OR symbol = ANY(%(symbols)s::text[]))
        AND (promoted OR (
             NOT EXISTS (SELECT FROM trades t WHERE t.source = c.source AND t.event_id = c.event_id)
@@ -43,11 +59,12 @@ FROM (
                 'bucket_start', to_char(c.bucket_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
                 'open', c.open, 'high', c.high, 'low', c.low, 'close', c.close, 'volume', c.volume,
                 'vwap', c.vwap, 'trade_count', c.trade_count)::text
-     FROM candle_updates u
+     FROM candle_candidates u
      JOIN candles c USING (symbol, "interval", bucket_start)
-     WHERE %(want_candles)s AND u.id > %(after_candle)s AND NOT u.whole_day
+     WHERE NOT u.whole_day
        AND (%(symbols)s::text[] IS NULL OR u.symbol = ANY(%(symbols)s::text[]))
-     ORDER BY u.id
-     LIMIT %(batch)s)
+     ORDER BY u.id)
 ) e
-ORDER BY CASE kind WHEN 'scanned' THEN 0 WHEN 'trade' THEN 1 ELSE 2 END, id
+ORDER BY CASE kind WHEN 'trades_scanned' THEN 0 WHEN 'candles_scanned' THEN 1
+                   WHEN 'candles_kept' THEN 2 WHEN 'trade' THEN 3 ELSE 4 END,
+         id
