@@ -7,6 +7,7 @@ import asyncio
 import atexit
 import logging
 import os
+import resource
 import shutil
 import signal
 import sys
@@ -19,7 +20,8 @@ from core.config import get_settings
 from core.intervals import CANDLE_ASSETS
 
 SUITES = [
-    "ingest", "candles", "serve", "freshness", "capacity", "stream", "lake", "import", "soak"
+    "ingest", "candles", "serve", "freshness", "capacity", "stream", "crowd", "lake", "import",
+    "soak",
 ]  # fmt: skip
 DEFAULT_SUITES = SUITES[:-1]  # the soak runs when asked for
 
@@ -131,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate",
         type=float,
         default=1000.0,
-        help="ticks/s offered in the freshness, stream and soak benchmarks",
+        help="ticks/s offered in the freshness, stream, crowd and soak benchmarks",
     )
     bench.add_argument(
         "--steps",
@@ -150,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--subscribers",
         type=int,
         default=1000,
-        help="WebSocket subscribers in the stream benchmark's fan-out",
+        help="WebSocket subscribers in the stream benchmark's fan-out; /stream and /ws "
+        "connections each in the crowd benchmark",
     )
     bench.add_argument(
         "--import-rows", type=int, default=5_000_000, help="trades in the import benchmark's file"
@@ -198,6 +201,10 @@ def _serve(args: argparse.Namespace) -> int:
     atexit.register(shutil.rmtree, metrics_dir, ignore_errors=True)
 
     import uvicorn
+
+    # Every stream is a socket: let the API hold as many as the system allows.
+    _, most = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (most, most))
 
     from core.embedded import market_database
     from serving.app import MissingCredentials, check_credentials

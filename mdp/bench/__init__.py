@@ -73,6 +73,7 @@ def _cpu_model() -> str:
 def run_benchmarks(suites: list[str], settings: Settings, **options: Any) -> int:
     from mdp.bench.candles import bench_candles
     from mdp.bench.capacity import bench_capacity
+    from mdp.bench.crowd import bench_crowd
     from mdp.bench.freshness import bench_freshness
     from mdp.bench.imports import bench_import
     from mdp.bench.ingest import bench_ingest
@@ -88,6 +89,7 @@ def run_benchmarks(suites: list[str], settings: Settings, **options: Any) -> int
         "freshness": bench_freshness,
         "capacity": bench_capacity,
         "stream": bench_stream,
+        "crowd": bench_crowd,
         "lake": bench_lake,
         "import": bench_import,
         "soak": bench_soak,
