@@ -13,6 +13,7 @@ from fastapi_offline import FastAPIOffline
 
 from core.config import Settings, get_settings
 from core.db import migration_ids
+from serving.bodies import InflightBytes
 from serving.candle_cache import CandleCache
 from serving.db import make_pool
 from serving.deps import Services, services
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         started_at=datetime.now(UTC),
         pool=pool,
         inbox=InboxWriter(pool, on_commit=hub.committed),
+        ingest_budget=InflightBytes(settings.ingest_max_inflight_bytes),
         symbols=SymbolRegistry(pool),
         stream=hub,
         fanout=Fanout(pool, hub),
