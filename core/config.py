@@ -41,6 +41,14 @@ class Settings(BaseSettings):
     ticks, its inbox rows: 55 MiB for 10 MiB), so 32 MiB, three bodies at the limit, bounds that to
     ~180 MiB; and it is more than the inbox commits at once (200,000 ticks, ~24 MiB of JSON), so a
     larger budget would only lengthen the queue."""
+    stocks_max_channels: int = Field(
+        default=10_000, gt=0, validation_alias="MDP_STOCKS_MAX_CHANNELS"
+    )
+    """Channels one /stocks connection may hold (a wildcard, `T.*`, is one)."""
+    stocks_max_connections_per_key: int = Field(
+        default=10, gt=0, validation_alias="MDP_STOCKS_MAX_CONNECTIONS_PER_KEY"
+    )
+    """/stocks connections one read key may hold on one API process (with READ_API_KEYS set)."""
 
     @model_validator(mode="after")
     def _one_body_fits_in_flight(self) -> Settings:
