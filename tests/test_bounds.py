@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from core.config import Settings
 from core.db import Connection
+from mdp.feeder import FeedStats, post_until_acked, retry_pause
 from mdp.processes import free_port, spawn_mdp, stop, wait_until_live
 from tests.conftest import PASSWORD, USER, api_env
 from tests.support import tick, wait_for
@@ -270,6 +271,20 @@ def test_a_crowd_of_large_batches_is_bounded_in_memory_and_loses_nothing(
     assert sorted(stored) == [(source, count, count) for source in sorted(acked)]
 
 
+def holding(api_url: str, size: int) -> socket.socket:
+    """A batch of `size` bytes declared and its body not sent yet, once the server asked for it
+    (`100 Continue`): its bytes are reserved from then on."""
+    host, port = api_url.removeprefix("http://").split(":")
+    holder = socket.create_connection((host, int(port)), timeout=WAIT_SECONDS)
+    holder.sendall(
+        f"POST /ingest/ticks HTTP/1.1\r\nHost: {host}\r\nAuthorization: {AUTHORIZATION}\r\n"
+        f"Content-Type: application/json\r\nExpect: 100-continue\r\n"
+        f"Content-Length: {size}\r\n\r\n".encode()
+    )
+    assert holder.recv(65536).startswith(b"HTTP/1.1 100 Continue")
+    return holder
+
+
 def test_the_budget_is_held_until_the_answer_and_refuses_past_it(
     database_url: str, db: Connection
 ) -> None:
@@ -279,14 +294,7 @@ def test_the_budget_is_held_until_the_answer_and_refuses_past_it(
     room = {"MDP_INGEST_MAX_BODY_BYTES": "2000", "MDP_INGEST_MAX_INFLIGHT_BYTES": "2000"}
     batch = json.dumps([tick(1), tick(2)]).encode().ljust(1500)
     with api_process(database_url, **room) as (url, _), httpx.Client(base_url=url) as client:
-        host, port = url.removeprefix("http://").split(":")
-        holder = socket.create_connection((host, int(port)), timeout=WAIT_SECONDS)
-        holder.sendall(
-            f"POST /ingest/ticks HTTP/1.1\r\nHost: {host}\r\nAuthorization: {AUTHORIZATION}\r\n"
-            f"Content-Type: application/json\r\nExpect: 100-continue\r\n"
-            f"Content-Length: {len(batch)}\r\n\r\n".encode()
-        )
-        assert holder.recv(65536).startswith(b"HTTP/1.1 100 Continue")
+        holder = holding(url, len(batch))
 
         def refused(content: Any) -> httpx.Response:
             return client.post("/ingest/ticks", content=content, auth=(USER, PASSWORD))
@@ -336,6 +344,41 @@ def test_a_chunked_body_reserves_its_bytes_as_they_are_read(
         holder.close()
         assert not busy()
     assert db.execute("SELECT count(*) FROM trade_inbox").fetchone() == (1,)
+
+
+def test_the_feeder_waits_out_a_503_for_its_retry_after_and_delivers(
+    database_url: str, db: Connection
+) -> None:
+    """While the API has no room the feeder's batch is refused with 503 and sent again after
+    the Retry-After (1 s, plus up to half as much: clients refused together come back spread),
+    until it is acknowledged."""
+    refused = httpx.Response(503, headers={"Retry-After": "3"})
+    assert all(3 <= retry_pause(refused, 0.1) <= 4.5 for _ in range(100))
+    assert retry_pause(httpx.Response(503), 0.4) == 0.4
+
+    room = {"MDP_INGEST_MAX_BODY_BYTES": "2000", "MDP_INGEST_MAX_INFLIGHT_BYTES": "2000"}
+    first = json.dumps([tick(1)]).encode().ljust(2000)
+    stats = FeedStats()
+
+    async def feed(url: str, holder: socket.socket) -> bool:
+        async with httpx.AsyncClient(base_url=url, auth=(USER, PASSWORD)) as client:
+            sending = asyncio.create_task(
+                post_until_acked(client, [tick(2), tick(3)], stats, asyncio.Event())
+            )
+            async with asyncio.timeout(WAIT_SECONDS):
+                while stats.retries < 2:  # noqa: ASYNC110 - the feeder's own count, polled
+                    await asyncio.sleep(0.05)
+            holder.sendall(first)
+            return await asyncio.wait_for(sending, WAIT_SECONDS)
+
+    with api_process(database_url, **room) as (url, _):
+        holder = holding(url, len(first))
+        assert asyncio.run(feed(url, holder))
+        assert answer(holder)[0] == 202
+        holder.close()
+    assert stats.rejected == 0
+    stored = db.execute("SELECT event_id FROM trade_inbox ORDER BY seq").fetchall()
+    assert stored == [("e-1",), ("e-2",), ("e-3",)]
 
 
 def test_the_budget_must_hold_one_body_at_the_limit() -> None:
