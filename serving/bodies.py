@@ -34,8 +34,8 @@ class InflightBytes:
     `503`, so memory stays flat however many clients send at the same time."""
 
     def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.held = 0
+        self._capacity = capacity
+        self._held = 0
 
     @contextlib.contextmanager
     def reservation(self) -> Iterator[Reserve]:
@@ -45,19 +45,19 @@ class InflightBytes:
 
         def reserve(size: int) -> None:
             nonlocal taken
-            if self.held + size > self.capacity:
+            if self._held + size > self._capacity:
                 raise HTTPException(
                     status.HTTP_503_SERVICE_UNAVAILABLE,
                     detail="too many ingest bytes in flight on this server, retry shortly",
                     headers={"Retry-After": str(BUSY_RETRY_SECONDS)},
                 )
-            self.held += size
+            self._held += size
             taken += size
 
         try:
             yield reserve
         finally:
-            self.held -= taken
+            self._held -= taken
 
 
 def _unreserved(_: int) -> None:
@@ -99,7 +99,7 @@ def parsed(model: type[Model], body: bytes) -> Model:
     except ValidationError as exc:
         problems = exc.errors(include_url=False)
         if any(p["type"] == "json_invalid" for p in problems):
-            raise MalformedBody(f"malformed JSON: {problems[0]['msg']}") from None
+            raise MalformedBody(f"malformed JSON: {problems[0]['ctx']['error']}") from None
         raise RequestValidationError(
             [{**p, "loc": ("body", *p["loc"])} for p in problems]
         ) from None
