@@ -6,7 +6,7 @@ from datetime import date
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SYMBOLS = "AAPL,GOOGL,MSFT,TSLA,AMZN"
@@ -35,6 +35,31 @@ class Settings(BaseSettings):
     """`/stream` and `/ws` connections one API process follows at most; past it, refused."""
     read_api_keys: SecretStr | None = None
     """Comma-separated keys for reads (the WebSocket `auth` step); unset, reads are public."""
+    ingest_max_inflight_bytes: int = Field(
+        default=32 * 1024 * 1024, gt=0, validation_alias="MDP_INGEST_MAX_INFLIGHT_BYTES"
+    )
+    """Ingest body bytes one API process holds at once; past them a batch is refused with 503. A
+    body costs the process about 5.5 times its size until it is committed (the body, its decoded
+    ticks, its inbox rows: 55 MiB for 10 MiB), so 32 MiB, three bodies at the limit, bounds that to
+    ~180 MiB; and it is more than the inbox commits at once (200,000 ticks, ~24 MiB of JSON), so a
+    larger budget would only lengthen the queue."""
+    stocks_max_channels: int = Field(
+        default=10_000, gt=0, validation_alias="MDP_STOCKS_MAX_CHANNELS"
+    )
+    """Channels one /stocks connection may hold (a wildcard, `T.*`, is one)."""
+    stocks_max_connections_per_key: int = Field(
+        default=10, gt=0, validation_alias="MDP_STOCKS_MAX_CONNECTIONS_PER_KEY"
+    )
+    """/stocks connections one read key may hold on one API process (with READ_API_KEYS set)."""
+
+    @model_validator(mode="after")
+    def _one_body_fits_in_flight(self) -> Settings:
+        if self.ingest_max_inflight_bytes < self.ingest_max_body_bytes:
+            raise ValueError(
+                "MDP_INGEST_MAX_INFLIGHT_BYTES must be at least MDP_INGEST_MAX_BODY_BYTES: "
+                "otherwise a batch at the body limit could never be accepted"
+            )
+        return self
 
     @property
     def symbol_list(self) -> list[str]:

@@ -120,9 +120,12 @@ def make_batch(
 async def post_until_acked(
     client: httpx.AsyncClient, batch: list[dict[str, Any]], stats: FeedStats, stop: asyncio.Event
 ) -> bool:
-    """POST one batch, retrying with capped exponential backoff until it is acked (202)."""
+    """POST one batch until it is acked (202): a refusal that may pass (RETRYABLE: a 503 while
+    the database is away or the API holds all the ingest bytes it may, …) is sent again after its
+    Retry-After, or a capped exponential backoff when it gives none, as is a failed connection."""
     delay = 0.1
     while True:
+        pause = delay
         try:
             started = time.perf_counter()
             response = await client.post("/ingest/ticks", json=batch)
@@ -133,13 +136,24 @@ async def post_until_acked(
                 log.error("batch refused with %s: %s", response.status_code, response.text[:500])
                 stats.rejected += len(batch)
                 return False
+            pause = retry_pause(response, delay)
         except httpx.TransportError as exc:
             log.debug("ingest unreachable (%s); retrying", type(exc).__name__)
         stats.retries += 1
         if stop.is_set() and delay > 5:
             return False
-        await asyncio.sleep(delay)
+        await asyncio.sleep(pause)
         delay = min(delay * 2, 5.0)
+
+
+def retry_pause(response: httpx.Response, backoff: float) -> float:
+    """How long to wait before sending a refused batch again: the seconds its Retry-After asks,
+    plus up to half as much again, so that clients refused together do not all come back in the
+    same instant; `backoff` when it does not say."""
+    asked = response.headers.get("Retry-After", "")
+    if not asked.isdigit():
+        return backoff
+    return int(asked) * (1 + random.random() / 2)
 
 
 async def run_source(

@@ -13,6 +13,7 @@ from fastapi_offline import FastAPIOffline
 
 from core.config import Settings, get_settings
 from core.db import migration_ids
+from serving.bodies import InflightBytes
 from serving.candle_cache import CandleCache
 from serving.db import make_pool
 from serving.deps import Services, services
@@ -81,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pool=pool,
         # Acks never wait for readers: the inbox writer has connections of its own.
         inbox=InboxWriter(make_pool(settings.database_url, writer=True), on_commit=hub.committed),
+        ingest_budget=InflightBytes(settings.ingest_max_inflight_bytes),
         symbols=SymbolRegistry(pool),
         stream=hub,
         feed=EventFeed(pool, hub, max_followers=settings.streams_per_process),

@@ -15,6 +15,7 @@ from fastapi import Depends, FastAPI, HTTPException, Path, Request, status
 from psycopg_pool import AsyncConnectionPool
 
 from core.config import Settings
+from serving.bodies import InflightBytes
 from serving.candle_cache import CandleCache
 from serving.fanout import Fanout
 from serving.inbox import InboxWriter
@@ -34,6 +35,7 @@ class Services:
     started_at: datetime
     pool: AsyncConnectionPool
     inbox: InboxWriter
+    ingest_budget: InflightBytes
     symbols: SymbolRegistry
     stream: StreamHub
     feed: EventFeed

@@ -1,6 +1,6 @@
 """Every error leaves as JSON with a clear message (one body, `Refusal`): 4xx for the caller's
-mistakes, 503 while the database is away, a bare 500 (no stack trace) for our own. Routes document
-the refusals they can answer with `refusals(...)`."""
+mistakes, 503 while the database is away or the server is full, a bare 500 (no stack trace) for
+our own. Routes document the refusals they can answer with `refusals(...)`."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ _MEANINGS: dict[int, dict[str, Any]] = {
     status.HTTP_413_CONTENT_TOO_LARGE: {"description": "Body above the configured limit"},
     status.HTTP_422_UNPROCESSABLE_CONTENT: {"description": "Invalid request; nothing was done"},
     status.HTTP_503_SERVICE_UNAVAILABLE: {
-        "description": "Database unavailable; retry",
+        "description": "Database unavailable, or (ingest) too many bytes in flight; retry",
         "headers": {"Retry-After": _header("Seconds to wait", {"type": "integer"})},
     },
 }

@@ -46,13 +46,25 @@ Event = dict[str, Any]
 
 
 class Subscriber:
-    """One connection's channels (`T.AAPL`, `AM.*`) and its queue of encoded frames."""
+    """One connection's channels (`T.AAPL`, `AM.*`), the read key it authenticated with (None
+    while reads are public) and its queue of encoded frames."""
 
-    def __init__(self) -> None:
+    def __init__(self, key: str | None = None) -> None:
+        self.key = key
         self.channels: set[str] = set()
         self.slow = asyncio.Event()
         self._frames: asyncio.Queue[str] = asyncio.Queue()
         self._behind = 0  # bytes queued
+        # Asked for on every publish, for every subscriber: computed once per change of channels.
+        self._symbols: dict[str, frozenset[str] | None] = {}
+
+    def subscribe(self, channels: Iterable[str]) -> None:
+        self.channels.update(channels)
+        self._symbols.clear()
+
+    def unsubscribe(self, channels: Iterable[str]) -> None:
+        self.channels.difference_update(channels)
+        self._symbols.clear()
 
     def offer(self, frame: str) -> None:
         """Queue `frame`, unless that puts the subscriber too far behind: then it is slow."""
@@ -75,9 +87,14 @@ class Subscriber:
 
     def symbols(self, kind: str) -> frozenset[str] | None:
         """The symbols this subscriber wants `kind` events of; None for all of them."""
-        if f"{kind}.*" in self.channels:
-            return None
-        return frozenset(c[len(kind) + 1 :] for c in self.channels if c.startswith(f"{kind}."))
+        if kind not in self._symbols:
+            prefix = f"{kind}."
+            self._symbols[kind] = (
+                None
+                if f"{prefix}*" in self.channels
+                else frozenset(c[len(prefix) :] for c in self.channels if c.startswith(prefix))
+            )
+        return self._symbols[kind]
 
 
 class Fanout:
@@ -95,6 +112,10 @@ class Fanout:
 
     def leave(self, subscriber: Subscriber) -> None:
         self._subscribers.discard(subscriber)
+
+    def connections(self, key: str) -> int:
+        """How many of the joined subscribers authenticated with `key`."""
+        return sum(subscriber.key == key for subscriber in self._subscribers)
 
     async def stop(self) -> None:
         if self._task is not None:

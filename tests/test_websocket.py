@@ -1,7 +1,8 @@
 """`GET /stocks` with the official `massive` WebSocketClient, unchanged, as the client: auth,
 trades as `T` events equal to the ticks ingested, second and minute bars equal to the trades of
 their bucket (and sent again when a late trade changes them), subscriptions that start and stop
-them, a stalled consumer cut off, and a clean close when the API stops."""
+them, a stalled consumer cut off, and a clean close when the API stops; and the bounds: unknown
+symbols refused in the status message, channels per connection and connections per key capped."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import json
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,12 +24,13 @@ from massive.exceptions import AuthError
 from massive.websocket.models import EquityAgg, EquityTrade
 from prometheus_client.parser import text_string_to_metric_families as parse_prometheus
 from websockets.exceptions import ConnectionClosedError
+from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
 from core.db import Connection
 from mdp.processes import api_server
 from tests.conftest import PASSWORD, USER, api_env
-from tests.support import tick
+from tests.support import tick, wait_for
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 WAIT_SECONDS = 30.0  # generous bounds for a loaded machine; no test measures time
@@ -396,3 +398,155 @@ def test_a_stopping_api_closes_its_websockets_cleanly(database_url: str) -> None
                 connection.recv(timeout=WAIT_SECONDS)
             assert closed.value.rcvd is not None
             assert closed.value.rcvd.code == 1012
+
+
+Status = tuple[str, str]  # a status message's (status, message)
+
+
+@contextlib.contextmanager
+def stocks_connection(url: str, key: str) -> Iterator[tuple[ClientConnection, list[Status]]]:
+    """A /stocks connection by hand, past its auth step: the connection and what auth got."""
+    with ws_connect(f"ws://{url.removeprefix('http://')}/stocks", open_timeout=WAIT_SECONDS) as ws:
+        assert statuses(ws) == [("connected", "Connected Successfully")]
+        ws.send(json.dumps({"action": "auth", "params": key}))
+        yield ws, statuses(ws)
+
+
+def statuses(ws: ClientConnection) -> list[Status]:
+    return [(e["status"], e["message"]) for e in json.loads(ws.recv(timeout=WAIT_SECONDS))]
+
+
+def change(ws: ClientConnection, params: str, action: str = "subscribe") -> list[Status]:
+    """Send a subscribe (or unsubscribe): the statuses it is answered with."""
+    ws.send(json.dumps({"action": action, "params": params}))
+    return statuses(ws)
+
+
+def test_unknown_symbols_are_refused_in_the_status_message_and_the_wildcard_kept(
+    api_url: str, db: Connection
+) -> None:
+    """As Polygon answers a subscription it will not serve: an `error` status naming it, while
+    the rest of the subscribe is applied; the official client gets the trades it asked for."""
+
+    async def scenario() -> list[dict[str, Any]]:
+        client = WebSocketClient(
+            api_key="any key", feed=api_url.removeprefix("http://"), market="stocks",
+            secure=False, subscriptions=["T.AAPL", "T.NOPE", "AM.*", "X.AAPL"], max_reconnects=0,
+            raw=True,
+        )  # fmt: skip
+        events: list[dict[str, Any]] = []
+
+        async def collect(frame: str | bytes) -> None:
+            events.extend(json.loads(frame))
+
+        running = asyncio.create_task(client.connect(collect))
+        try:
+            await until("four answers", lambda: sum(e["ev"] == "status" for e in events) >= 4)
+            await post(api_url, [tick(1)])
+            await until("the AAPL trade", lambda: any(e.get("i") == "e-1" for e in events))
+        finally:
+            await client.close()
+            await asyncio.wait_for(running, WAIT_SECONDS)
+        return events
+
+    answers = {(e["status"], e["message"]) for e in asyncio.run(scenario()) if e["ev"] == "status"}
+    assert answers == {
+        ("success", "subscribed to: T.AAPL"),
+        ("success", "subscribed to: AM.*"),
+        ("error", "unknown symbol 'NOPE': not subscribed to T.NOPE"),
+        ("error", "unknown channel 'X.AAPL' (T, A and AM are served)"),
+    }
+
+
+def test_a_symbol_registered_since_the_server_started_can_be_subscribed(
+    api_url: str, db: Connection
+) -> None:
+    with stocks_connection(api_url, "any key") as (ws, _):
+        assert change(ws, "T.NEWCO")[0][0] == "error"
+        db.execute("INSERT INTO symbols (symbol) VALUES ('NEWCO')")
+        # The server re-reads the symbols at most every 2 s: asked again until it has.
+        wait_for(
+            "NEWCO subscribed",
+            lambda: change(ws, "T.NEWCO") == [("success", "subscribed to: T.NEWCO")],
+            WAIT_SECONDS,
+        )
+
+
+@pytest.fixture(scope="module")
+def capped_url(database_url: str) -> Iterator[str]:
+    """An API with read keys, at most three channels per /stocks connection and two connections
+    per key."""
+    env = {
+        **api_env(database_url),
+        "READ_API_KEYS": "alpha,beta",
+        "MDP_STOCKS_MAX_CHANNELS": "3",
+        "MDP_STOCKS_MAX_CONNECTIONS_PER_KEY": "2",
+    }
+    with api_server(env) as url:
+        yield url
+
+
+def test_a_subscribe_past_the_channel_cap_is_refused_as_a_whole(
+    capped_url: str, db: Connection
+) -> None:
+    over = (
+        "error",
+        "subscription limit reached: at most 3 channels per connection; nothing of this"
+        " subscribe was applied (unsubscribe some, or use a wildcard such as T.*)",
+    )
+    with stocks_connection(capped_url, "alpha") as (ws, _):
+        assert change(ws, "T.AAPL,T.MSFT") == [
+            ("success", "subscribed to: T.AAPL"),
+            ("success", "subscribed to: T.MSFT"),
+        ]
+        assert change(ws, "T.GOOGL,T.TSLA") == [over]
+        assert change(ws, ",".join(f"T.S{i}" for i in range(200_000))) == [over]
+        assert change(ws, "A.*") == [("success", "subscribed to: A.*")]  # a wildcard is one
+        assert change(ws, "T.MSFT", "unsubscribe") == [("success", "unsubscribed to: T.MSFT")]
+        assert change(ws, "T.TSLA") == [("success", "subscribed to: T.TSLA")]
+
+        # GOOGL was refused with TSLA: its trade, accepted first, never comes.
+        asyncio.run(post(capped_url, [tick(1, symbol="GOOGL"), tick(2, symbol="TSLA")]))
+        trades: list[dict[str, Any]] = []
+        while not trades:
+            trades = [e for e in json.loads(ws.recv(timeout=WAIT_SECONDS)) if e["ev"] == "T"]
+        assert (trades[0]["sym"], trades[0]["i"]) == ("TSLA", "e-2")
+
+
+def test_a_key_holds_at_most_the_configured_connections(capped_url: str, db: Connection) -> None:
+    """The connection past the cap is told `max_connections`, as Polygon does, and closed with
+    1008; another key has its own count, and a key that closes one connects again."""
+    with contextlib.ExitStack() as held:
+        for _ in range(2):
+            _, answer = held.enter_context(stocks_connection(capped_url, "alpha"))
+            assert answer == [("auth_success", "authenticated")]
+        with stocks_connection(capped_url, "alpha") as (refused, answer):
+            assert answer == [
+                (
+                    "max_connections",
+                    "maximum number of connections reached: 2 per key on this server",
+                )
+            ]
+            with pytest.raises(ConnectionClosedError) as closed:
+                refused.recv(timeout=WAIT_SECONDS)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+        with stocks_connection(capped_url, "beta") as (_, answer):
+            assert answer == [("auth_success", "authenticated")]
+
+        # The official client is refused likewise: it ends, it does not hang.
+        client = WebSocketClient(
+            api_key="alpha", feed=capped_url.removeprefix("http://"), market="stocks",
+            secure=False, subscriptions=["T.AAPL"], max_reconnects=0,
+        )  # fmt: skip
+
+        async def ignore(_: list[Any]) -> None:
+            return None
+
+        with pytest.raises(ConnectionClosedError):
+            asyncio.run(asyncio.wait_for(client.connect(ignore), WAIT_SECONDS))
+
+    def admitted() -> bool:
+        with stocks_connection(capped_url, "alpha") as (_, answer):
+            return answer == [("auth_success", "authenticated")]
+
+    wait_for("alpha admitted once its connections closed", admitted, WAIT_SECONDS)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 import msgspec
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, Request, status
 from pydantic import BaseModel
 
 from serving.auth import IngestAuth
+from serving.bodies import read_body, request_body
 from serving.deps import App, Services
 from serving.errors import refusals
 from serving.symbols import SymbolRegistry
@@ -36,10 +36,6 @@ TICK_EXAMPLE = {
 }
 
 
-def _body(content: dict[str, Any]) -> dict[str, Any]:
-    return {"requestBody": {"required": True, "content": content}}
-
-
 class Accepted(BaseModel):
     accepted: int
 
@@ -47,7 +43,9 @@ class Accepted(BaseModel):
 @router.post(
     "/tick",
     status_code=status.HTTP_202_ACCEPTED,
-    openapi_extra=_body({"application/json": {"schema": TICK_SCHEMA, "example": TICK_EXAMPLE}}),
+    openapi_extra=request_body(
+        {"application/json": {"schema": TICK_SCHEMA, "example": TICK_EXAMPLE}}
+    ),
 )
 async def ingest_tick(request: Request, app: App) -> Accepted:
     """One tick as a JSON object. `202` means it is committed in PostgreSQL."""
@@ -57,7 +55,7 @@ async def ingest_tick(request: Request, app: App) -> Accepted:
 @router.post(
     "/ticks",
     status_code=status.HTTP_202_ACCEPTED,
-    openapi_extra=_body(
+    openapi_extra=request_body(
         {
             "application/json": {
                 "schema": {"type": "array", "items": TICK_SCHEMA, "minItems": 1},
@@ -73,12 +71,15 @@ async def ingest_ticks(request: Request, app: App) -> Accepted:
 
 
 async def _ingest(request: Request, app: Services, *, batch: bool) -> Accepted:
-    body = await _read_body(request, app.settings.ingest_max_body_bytes)
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    rows = await _validate(
-        app.symbols, body, batch=batch, ndjson=batch and content_type in NDJSON_TYPES
-    )
-    await app.inbox.append(rows)
+    # The body's bytes stay reserved until the rows are committed: the memory they stand for
+    # (the body, then its rows) is held until then.
+    with app.ingest_budget.reservation() as reserve:
+        body = await read_body(request, app.settings.ingest_max_body_bytes, reserve)
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        rows = await _validate(
+            app.symbols, body, batch=batch, ndjson=batch and content_type in NDJSON_TYPES
+        )
+        await app.inbox.append(rows)
     return Accepted(accepted=len(rows))
 
 
@@ -96,23 +97,3 @@ async def _validate(
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _too_large(limit: int) -> HTTPException:
-    return HTTPException(
-        status.HTTP_413_CONTENT_TOO_LARGE, detail=f"body larger than the limit of {limit} bytes"
-    )

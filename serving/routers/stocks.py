@@ -2,8 +2,12 @@
 `massive` `WebSocketClient(feed="HOST:PORT", market="stocks", secure=False)` works unchanged.
 
 On connect a `connected` status; then `{"action": "auth", "params": KEY}` (any key while
-READ_API_KEYS is unset; `auth_failed` and the connection closed for a key not among them); then
-`subscribe` / `unsubscribe` with `T.<symbol>`, `A.<symbol>`, `AM.<symbol>` or `<kind>.*`. Every
+READ_API_KEYS is unset; `auth_failed` and the connection closed for a key not among them, and
+`max_connections` for a key that already holds MDP_STOCKS_MAX_CONNECTIONS_PER_KEY connections on
+this process, as Polygon answers); then `subscribe` / `unsubscribe` with `T.<symbol>`,
+`A.<symbol>`, `AM.<symbol>` or `<kind>.*`: a channel of a symbol not registered is refused with an
+`error` status, and a subscribe that would take the connection past MDP_STOCKS_MAX_CHANNELS is
+refused as a whole, so that what a connection costs the shared reader is bounded. Every
 frame is a JSON array of events: `T` for each accepted trade (resends left out, as /stream does),
 `t` in epoch milliseconds, `q` the acceptance order; `A` and `AM` second and minute bars, sent
 shortly after the bucket closes and again when a late trade changes them (`serving.fanout`). A
@@ -21,7 +25,9 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from serving.auth import read_key_accepted
 from serving.deps import services
+from serving.errors import DATABASE_UNAVAILABLE
 from serving.fanout import KINDS, Subscriber
+from serving.symbols import SymbolRegistry
 from serving.websocket import counted, until_one_ends
 
 router = APIRouter(tags=["stream"])
@@ -33,19 +39,44 @@ def _status(status: str, message: str) -> list[dict[str, str]]:
     return [{"ev": "status", "status": status, "message": message}]
 
 
-def _change(subscriber: Subscriber, action: str, params: str) -> list[dict[str, str]]:
-    replies = []
-    for channel in filter(None, (p.strip() for p in params.split(","))):
+async def _change(
+    subscriber: Subscriber, action: str, params: str, registry: SymbolRegistry, limit: int
+) -> list[dict[str, str]]:
+    """Apply a subscribe or unsubscribe; its statuses: one per channel, an error for each channel
+    refused (an unknown kind or symbol), or one error refusing a subscribe as a whole when it would
+    take the connection past `limit` channels."""
+    channels = [c for c in (p.strip() for p in params.split(",")) if c]
+    subscribing = action == "subscribe"
+    if subscribing and len(channels) > limit:
+        return _over_limit(limit)  # before any work per channel: it could be millions
+    if subscribing and any(c.partition(".")[2] not in registry.symbols for c in channels):
+        with contextlib.suppress(*DATABASE_UNAVAILABLE):  # a symbol registered since we looked
+            await registry.refresh()
+    replies: list[dict[str, str]] = []
+    changed: list[str] = []
+    for channel in channels:
         kind, _, symbol = channel.partition(".")
         if kind not in KINDS or not symbol:
             replies += _status("error", f"unknown channel {channel!r} (T, A and AM are served)")
-        elif action == "subscribe":
-            subscriber.channels.add(channel)
-            replies += _status("success", f"subscribed to: {channel}")
+        elif subscribing and symbol != "*" and symbol not in registry.symbols:
+            replies += _status("error", f"unknown symbol {symbol!r}: not subscribed to {channel}")
         else:
-            subscriber.channels.discard(channel)
-            replies += _status("success", f"unsubscribed to: {channel}")
-    return replies
+            changed.append(channel)
+    if not subscribing:
+        subscriber.unsubscribe(changed)
+        return replies + [s for c in changed for s in _status("success", f"unsubscribed to: {c}")]
+    if len(subscriber.channels.union(changed)) > limit:
+        return replies + _over_limit(limit)
+    subscriber.subscribe(changed)
+    return replies + [s for c in changed for s in _status("success", f"subscribed to: {c}")]
+
+
+def _over_limit(limit: int) -> list[dict[str, str]]:
+    return _status(
+        "error",
+        f"subscription limit reached: at most {limit} channels per connection; nothing of this"
+        " subscribe was applied (unsubscribe some, or use a wildcard such as T.*)",
+    )
 
 
 @router.websocket("/stocks")
@@ -69,14 +100,26 @@ async def stocks(websocket: WebSocket) -> None:
         await websocket.send_json(_status("auth_failed", "authentication failed"))
         await websocket.close(code=1008)
         return
-    await websocket.send_json(_status("auth_success", "authenticated"))
-
-    subscriber = Subscriber()
-    shared.fanout.join(subscriber)
+    # Keys are counted only when they are configured: while reads are public any key passes.
+    subscriber = Subscriber(key if shared.settings.read_keys and isinstance(key, str) else None)
+    limit = shared.settings.stocks_max_connections_per_key
+    if subscriber.key is not None and shared.fanout.connections(subscriber.key) >= limit:
+        await websocket.send_json(
+            _status(
+                "max_connections",
+                f"maximum number of connections reached: {limit} per key on this server",
+            )
+        )
+        await websocket.close(code=1008)
+        return
+    shared.fanout.join(subscriber)  # counted from here: nothing awaited since the check
     try:
+        await websocket.send_json(_status("auth_success", "authenticated"))
         async with counted(websocket) as ending:
             failed = await until_one_ends(
-                _send(websocket, subscriber), _listen(websocket, subscriber), subscriber.slow.wait()
+                _send(websocket, subscriber),
+                _listen(websocket, subscriber, shared.symbols, shared.settings.stocks_max_channels),
+                subscriber.slow.wait(),
             )
             if subscriber.slow.is_set():
                 ending.reason = "slow"
@@ -94,12 +137,14 @@ async def _send(websocket: WebSocket, subscriber: Subscriber) -> None:
         await websocket.send_text(await subscriber.next_frame())
 
 
-async def _listen(websocket: WebSocket, subscriber: Subscriber) -> None:
+async def _listen(
+    websocket: WebSocket, subscriber: Subscriber, registry: SymbolRegistry, limit: int
+) -> None:
     while True:
         message: Any = await websocket.receive_json()
         action = message.get("action") if isinstance(message, dict) else None
         if action in ("subscribe", "unsubscribe") and isinstance(message.get("params"), str):
-            replies = _change(subscriber, action, message["params"])
+            replies = await _change(subscriber, action, message["params"], registry, limit)
         else:
             replies = _status("error", "expected subscribe or unsubscribe with params")
         subscriber.offer(json.dumps(replies))

@@ -14,6 +14,7 @@ from fastapi import (
     Header,
     HTTPException,
     Query,
+    Request,
     WebSocket,
     status,
 )
@@ -24,7 +25,8 @@ from sse_starlette import EventSourceResponse
 from core.db import CANDLES_LOCK_KEY, query
 from core.intervals import Interval
 from serving.auth import IngestAuth, ReadAuth, read_key_accepted
-from serving.deps import Feed, Pool, Registry, Stream, known_symbol, services
+from serving.bodies import model_schema, parsed, read_body, request_body
+from serving.deps import AppSettings, Feed, Pool, Registry, Stream, known_symbol, services
 from serving.errors import refusals
 from serving.metrics import STREAMS, STREAMS_ENDED
 from serving.stream import HEARTBEAT_SECONDS, KINDS
@@ -189,12 +191,16 @@ class Announced(BaseModel):
     status_code=status.HTTP_202_ACCEPTED,
     dependencies=[IngestAuth],
     tags=["internal"],
-    responses=refusals(400, 401, 404, 422, 503),
+    responses=refusals(400, 401, 404, 413, 422, 503),
+    openapi_extra=request_body({"application/json": {"schema": model_schema(AggUpdate)}}),
 )
 async def agg_update(
-    registry: Registry, pool: Pool, stream: Stream, update: AggUpdate
+    request: Request, settings: AppSettings, registry: Registry, pool: Pool, stream: Stream
 ) -> Announced:
     """A pipeline announces candles it changed; /stream readers get their current values."""
+    # Read here, once the credentials are checked, and within the body limit.
+    body = await read_body(request, settings.ingest_max_body_bytes)
+    update = parsed(AggUpdate, body)
     for symbol in {c.symbol for c in update.candles}:
         await known_symbol(registry, symbol)
     if any(c.bucket_start.tzinfo is None for c in update.candles):
