@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import functools
 import itertools
 import json
 import logging
@@ -61,6 +62,17 @@ class Event:
     def id(self) -> str:
         """The event's id, `<trade seq>.<candle change id>`: a reader resumes after it."""
         return f"{self.cursor[0]}.{self.cursor[1]}"
+
+    # Encoded once, whatever the number of connections it goes to.
+    @functools.cached_property
+    def sse(self) -> bytes:
+        """The event as /stream sends it."""
+        return f"id: {self.id}\nevent: {self.kind}\ndata: {self.data}\n\n".encode()
+
+    @functools.cached_property
+    def ws(self) -> str:
+        """The event as an item of a /ws message's array."""
+        return f'{{"id":"{self.id}","event":"{self.kind}","data":{self.data}}}'
 
     def is_after(self, cursor: Cursor) -> bool:
         """Whether a reader at `cursor` has yet to get this event."""
@@ -150,18 +162,21 @@ class Follower:
             return True
         if self._behind + len(event.data) > MAX_BEHIND:
             return False
-        self.cursor = _later(self.cursor, event.cursor)
-        self._events.append(Event(event.kind, event.symbol, event.data, self.cursor))
+        if self.cursor[0] <= event.cursor[0] and self.cursor[1] <= event.cursor[1]:
+            self.cursor = event.cursor  # as the shared reader has it: shared, encoded once
+        else:  # this connection got further than the reader on its own: its id is its own
+            self.cursor = _later(self.cursor, event.cursor)
+            event = Event(event.kind, event.symbol, event.data, self.cursor)
+        self._events.append(event)
         self._behind += len(event.data)
         self._ready.set()
         return True
 
-    async def take(self, seconds: float) -> list[Event]:
-        """The events queued so far, waiting up to `seconds` for one (else an empty list)."""
+    async def take(self) -> list[Event]:
+        """The events queued so far, waiting for one (no timer: a crowd's thousands of timers
+        rescheduled at every wake-up were a seventh of the API's CPU)."""
         if not self._events:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(seconds):
-                    await self._ready.wait()
+            await self._ready.wait()
         return self.queued()
 
     def queued(self) -> list[Event]:
@@ -203,8 +218,8 @@ class EventFeed:
     async def follow(
         self, cursor: Cursor, symbols: Collection[str] | None, kinds: Collection[str]
     ) -> AsyncIterator[list[Event]]:
-        """The events after `cursor`, in order, a batch at a time, for as long as the caller
-        iterates; an empty batch after HEARTBEAT_SECONDS without any."""
+        """The events after `cursor`, in order, a batch at a time (perhaps empty), for as long
+        as the caller iterates."""
         follower = Follower(
             cursor, None if symbols is None else frozenset(symbols), frozenset(kinds)
         )
@@ -215,7 +230,7 @@ class EventFeed:
         try:
             while True:
                 if follower.joined or self._join(follower):
-                    yield await follower.take(HEARTBEAT_SECONDS)
+                    yield await follower.take()
                 else:
                     yield follower.queued() or await self._catch_up(follower)
         finally:

@@ -103,9 +103,7 @@ async def stream(
         try:
             async for batch in feed.follow(cursor, wanted, kinds):
                 if batch:
-                    yield "".join(
-                        f"id: {e.id}\nevent: {e.kind}\ndata: {e.data}\n\n" for e in batch
-                    ).encode()
+                    yield b"".join(e.sse for e in batch)
         except (asyncio.CancelledError, GeneratorExit):
             STREAMS_ENDED.labels("client").inc()
             raise
@@ -156,12 +154,7 @@ async def ws(
     async def send() -> None:
         async for batch in shared.feed.follow(cursor, wanted, kinds):
             if batch:
-                await websocket.send_text(
-                    "[" + ",".join(
-                        f'{{"id":"{e.id}","event":"{e.kind}","data":{e.data}}}'
-                        for e in batch
-                    ) + "]"
-                )  # fmt: skip
+                await websocket.send_text(f"[{','.join(e.ws for e in batch)}]")
 
     async def until_closed() -> None:
         while (await websocket.receive())["type"] != "websocket.disconnect":
