@@ -37,6 +37,7 @@ HEARTBEAT_SECONDS = 15.0
 COALESCE_SECONDS = 0.05  # the shared reader reads at most this often under a busy feed
 RECENT_EVENTS = 20_000  # events the shared reader keeps for connections joining a little behind
 MAX_BEHIND = 2**20  # bytes of events queued for one connection before it leaves the shared reader
+WAKE_SLICE = 64  # connections woken per turn of the event loop after a read
 CATCH_UP_READS = 2  # connections of a process reading on their own cursors at the same time
 KINDS = frozenset({"trade", "candle"})
 CHANGES_KEPT = "15 minutes"  # how long the change log keeps candle changes (announce_candles.sql)
@@ -151,16 +152,18 @@ class Follower:
         self.symbols = symbols
         self.kinds = kinds
         self.joined = False
+        self.lagging = False  # an event did not fit in its queue: it must leave the shared reader
         self._events: list[Event] = []
         self._behind = 0
         self._ready = asyncio.Event()
 
     def offer(self, event: Event) -> bool:
-        """Queue `event` if wanted and new; False when that would put this connection more than
-        MAX_BEHIND bytes behind (it must leave the shared reader)."""
-        if event.kind not in self.kinds or not event.is_after(self.cursor):
-            return True
+        """Queue `event` if wanted and new; whether it was. Not when that would put the
+        connection more than MAX_BEHIND bytes behind: then it is `lagging`, and takes no more."""
+        if self.lagging or event.kind not in self.kinds or not event.is_after(self.cursor):
+            return False
         if self._behind + len(event.data) > MAX_BEHIND:
+            self.lagging = True
             return False
         if self.cursor[0] <= event.cursor[0] and self.cursor[1] <= event.cursor[1]:
             self.cursor = event.cursor  # as the shared reader has it: shared, encoded once
@@ -169,8 +172,11 @@ class Follower:
             event = Event(event.kind, event.symbol, event.data, self.cursor)
         self._events.append(event)
         self._behind += len(event.data)
-        self._ready.set()
         return True
+
+    def wake(self) -> None:
+        """Let the connection take what was queued (if it waits for events)."""
+        self._ready.set()
 
     async def take(self) -> list[Event]:
         """The events queued so far, waiting for one (no timer: a crowd's thousands of timers
@@ -183,6 +189,7 @@ class Follower:
         """The events queued so far (perhaps none), without waiting."""
         events, self._events = self._events, []
         self._behind = 0
+        self.lagging = False
         self._ready.clear()
         return events
 
@@ -277,10 +284,10 @@ class EventFeed:
             if kind in follower.kinds
         ]
         for event in itertools.islice(self._recent, min(unseen), None):
-            if (follower.symbols is None or event.symbol in follower.symbols) and not (
+            if follower.symbols is None or event.symbol in follower.symbols:
                 follower.offer(event)
-            ):
-                return False  # more recent events than it may queue: a read of its own
+                if follower.lagging:
+                    return False  # more recent events than it may queue: a read of its own
         if follower.symbols is None:
             self._everything.add(follower)
         for symbol in follower.symbols or ():
@@ -315,7 +322,7 @@ class EventFeed:
             read_at = time.monotonic()
             self._head, self._caught_up = read.cursor, not read.more
             self._remember(read.events)
-            self._hand_out(read.events)
+            await self._wake(self._hand_out(read.events))
             if not read.more:
                 await self._hub.wait(generation, HEARTBEAT_SECONDS)
                 # Under a busy feed, read at most every COALESCE_SECONDS; when idle, at once.
@@ -329,13 +336,27 @@ class EventFeed:
             self._recent_after = self._recent[forgotten - 1].cursor
             del self._recent[:forgotten]
 
-    def _hand_out(self, events: list[Event]) -> None:
-        too_far_behind: set[Follower] = set()
+    def _hand_out(self, events: list[Event]) -> set[Follower]:
+        """Queue each joined connection the events it wants; the connections that got some."""
+        got: set[Follower] = set()
+        lagging: set[Follower] = set()
         for event in events:
             wanting = self._by_symbol.get(event.symbol, ())
             for follower in itertools.chain(self._everything, wanting):
-                if follower not in too_far_behind and not follower.offer(event):
-                    too_far_behind.add(follower)
-        for follower in too_far_behind:
+                if follower.offer(event):
+                    got.add(follower)
+                elif follower.lagging:
+                    lagging.add(follower)
+        for follower in lagging:
             STREAMS_FELL_BEHIND.inc()
             self._leave(follower)  # it goes on with reads of its own from its cursor
+        return got | lagging
+
+    async def _wake(self, followers: set[Follower]) -> None:
+        """Wake the connections that got events, WAKE_SLICE per turn of the event loop: between
+        slices the loop serves everything else (acks first of all) instead of queueing it behind
+        thousands of sends."""
+        for n, follower in enumerate(followers, start=1):
+            follower.wake()
+            if n % WAKE_SLICE == 0:
+                await asyncio.sleep(0)
