@@ -7,8 +7,10 @@ candles it served, in blocks of 1,440 buckets per symbol and interval (a UTC day
 follows the change log to drop the blocks that changed, and reads live only the open bucket. A
 read whose closed buckets have trades still pending in the inbox (late trades) is not served from
 here: those buckets are merged live. The change log and the pending trades are re-read only after
-a commit: at once after one of this process, after another's when its NOTIFY arrives. Memory is
-bounded; the least recently used blocks go first.
+a commit: at once after one of this process, after another's when its NOTIFY arrives; while the
+process cannot hear (its LISTEN connection is down), at every read. When it hears again, on a new
+connection, it may have missed notifications: every block is dropped and the log read again
+before a block is served. Memory is bounded; the least recently used blocks go first.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from core.db import query
 from core.intervals import INTERVALS
+from serving.listener import Heard
 
 BUCKETS_PER_BLOCK = 1440
 MAX_BLOCKS_PER_READ = 8  # a longer range is read directly (a year of sparse 1m bars, say)
@@ -174,10 +177,11 @@ class CandleCache:
         self._blocks: OrderedDict[tuple[str, str, int], Block] = OrderedDict()
         self._bytes = 0
         self._seen = 0  # the change-log id followed to
+        self._listener = 0  # the LISTEN connection (the hub's number) the blocks were kept under
         self._lock = asyncio.Lock()
         # Whether trades were pending, as last read per (symbol, first bucket, closed end), with
-        # the commit count then.
-        self._pending: dict[tuple[str, int, int], tuple[int, bool]] = {}
+        # what the process had heard of then.
+        self._pending: dict[tuple[str, int, int], tuple[Heard, bool]] = {}
 
     async def page(
         self,
@@ -186,13 +190,14 @@ class CandleCache:
         start: datetime,
         end: datetime,
         limit: int,
-        changes: int | None = None,
+        changes: Heard | None = None,
     ) -> Page | None:
         """The candles of [start, end) like `sql/queries/candles_page.sql`, the closed ones from
         memory; None when this range is better read directly (late trades pending in it, or
-        more blocks than a read should build). `changes` counts the commits this process heard
-        of (the stream hub's): while it stays the same, the change log and the pending trades
-        are as last read."""
+        more blocks than a read should build). `changes` is what this process heard of (the
+        stream hub's): while it stays the same, the change log and the pending trades are as
+        last read; when it comes from a new LISTEN connection, the blocks are dropped (the
+        process may have been deaf) and the log read again before any block is served."""
         window = _Window.of(interval, start, end)
         blocks = window.blocks
         if len(blocks) > MAX_BLOCKS_PER_READ or (blocks and blocks[0] < FIRST_BLOCK_START):
@@ -217,6 +222,9 @@ class CandleCache:
             starts: list[int] = []
             built = False
             async with self._lock:
+                if changes is not None and changes.listener > self._listener:
+                    self._listener = changes.listener
+                    self._clear()
                 if log is not None:
                     self._follow(log)
                 for first in blocks:

@@ -20,6 +20,7 @@ from core.db import Connection, libpq_url
 from pipelines.candles import recompute_day
 from pipelines.ingestion import drain_inbox
 from serving.candle_cache import CandleCache
+from serving.listener import Heard
 from tests.support import all_candles, send, tick, wait_for
 
 DAY = date(2026, 11, 20)
@@ -210,3 +211,32 @@ def test_a_change_pruned_from_the_log_during_a_read_is_not_lost(
     assert {c["bucket_start"]: c["high"] for c in before}[f"{DAY}T10:02:00Z"] != 500.0
     assert {c["bucket_start"]: c["high"] for c in after}[f"{DAY}T10:02:00Z"] == 500.0
     assert [tuple(c.values())[:8] for c in after] == stored(db)
+
+
+def test_a_new_listen_connection_drops_the_cached_candles(
+    client: httpx.Client, db: Connection, database_url: str
+) -> None:
+    """Notifications may have been missed while the process was not listening: whatever the log
+    says, nothing cached before the reconnection is served after it."""
+    a_morning(client, db)
+    start = datetime.combine(DAY, datetime.min.time(), UTC)
+    end = start + timedelta(days=1)
+    unlogged = "UPDATE candles SET high = 999 WHERE symbol = 'AAPL' AND bucket_start = %s"
+
+    async def highs_at_10_02() -> list[float]:
+        highs = []
+        async with AsyncConnectionPool(
+            libpq_url(database_url), open=False, kwargs={"autocommit": True}
+        ) as pool:
+            cache = CandleCache(pool)
+            for heard in (Heard(1, 1), Heard(1, 2), Heard(2, 3)):
+                page = await cache.page("AAPL", "1m", start, end, 1000, heard)
+                assert page is not None
+                by_start = {c["bucket_start"]: c for c in map(msgspec.json.decode, page.candles)}
+                highs.append(by_start[f"{DAY}T10:02:00Z"]["high"])
+                db.execute(unlogged, (f"{DAY}T10:02:00Z",))  # a change the log does not show
+        return highs
+
+    first, same_listener, new_listener = asyncio.run(highs_at_10_02())
+    assert first == same_listener != 999  # from memory: nothing was heard of
+    assert new_listener == 999
