@@ -9,7 +9,6 @@ import struct
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from datetime import date
 from typing import Any
 from urllib.parse import quote
 
@@ -22,14 +21,8 @@ from pipelines.ingestion import drain_inbox
 from serving.listener import APPLICATION_NAME
 from tests.conftest import PASSWORD, USER, api_env
 from tests.support import all_candles, send, tick, wait_for
+from tests.test_candle_cache import DAY, WINDOW, a_morning
 
-DAY = date(2026, 11, 24)
-WINDOW = {
-    "symbol": "AAPL",
-    "interval": "1m",
-    "start": f"{DAY}T00:00:00Z",
-    "end": f"{DAY}T23:59:59Z",
-}
 LATE_BUCKET = f"{DAY}T10:02:00Z"
 HEALED_WITHIN = 60  # seconds: a bound for a loaded machine; the listener needs about ten
 
@@ -46,13 +39,6 @@ def an_api(database_url: str) -> Iterator[tuple[httpx.Client, str]]:
             yield client, f"{APPLICATION_NAME} {process.pid}"
     finally:
         stop(process)
-
-
-def a_morning(client: httpx.Client, db: Connection) -> None:
-    """Trades in 300 minutes of DAY, promoted."""
-    send(client, [tick(i, ts=f"{DAY}T{9 + i // 60:02}:{i % 60:02}:30Z", price=100.0 + i % 7)
-                  for i in range(300)])  # fmt: skip
-    drain_inbox(db)
 
 
 def a_late_trade(client: httpx.Client, db: Connection) -> None:
