@@ -7,8 +7,10 @@ candles it served, in blocks of 1,440 buckets per symbol and interval (a UTC day
 follows the change log to drop the blocks that changed, and reads live only the open bucket. A
 read whose closed buckets have trades still pending in the inbox (late trades) is not served from
 here: those buckets are merged live. The change log and the pending trades are re-read only after
-a commit: at once after one of this process, after another's when its NOTIFY arrives. Memory is
-bounded; the least recently used blocks go first.
+a commit: at once after one of this process, after another's when its NOTIFY arrives; while the
+process cannot hear (its LISTEN connection is down), at every read. When it hears again, on a new
+connection, it may have missed notifications: every block is dropped and the log read again
+before a block is served. Memory is bounded; the least recently used blocks go first.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from core.db import query
 from core.intervals import INTERVALS
+from serving.listener import Heard
 
 BUCKETS_PER_BLOCK = 1440
 MAX_BLOCKS_PER_READ = 8  # a longer range is read directly (a year of sparse 1m bars, say)
@@ -38,11 +41,32 @@ MICROSECOND = timedelta(microseconds=1)
 # Blocks are aligned to the epoch; one reaching before the year 1 is read directly.
 FIRST_BLOCK_START = (datetime.min.replace(tzinfo=UTC) - EPOCH) // MICROSECOND
 
-STATE = """
-SELECT coalesce((SELECT max(id) FROM candle_updates), 0),
-       (SELECT min(id) FROM candle_updates),
+# At most this many changes are read to follow the log; a cache further behind is dropped whole
+# (reading a change costs about 2 µs, rebuilding a block a few ms).
+MAX_CHANGES_FOLLOWED = 100_000
+
+# The change log's newest and oldest ids, whether trades are pending in the read's closed buckets,
+# and the changes after the last one followed (when none of them was pruned, and no more than
+# `most`): one statement, so one snapshot. In two, a prune between them would take away changes
+# the first had promised.
+LOG = """
+WITH log AS (SELECT coalesce(max(id), 0) AS newest, min(id) AS oldest FROM candle_updates)
+SELECT log.newest, log.oldest,
        EXISTS (SELECT FROM trade_inbox
-               WHERE symbol = %(symbol)s AND ts >= %(start)s AND ts < %(closed_end)s)
+               WHERE symbol = %(symbol)s AND ts >= %(start)s AND ts < %(closed_end)s),
+       changed.id, changed.symbol, changed."interval", changed.bucket, changed.whole_day
+FROM log LEFT JOIN LATERAL (
+    SELECT id, symbol, "interval", whole_day,
+           CASE WHEN isfinite(bucket_start)
+                THEN (extract(epoch FROM bucket_start) * 1000000)::int8 END AS bucket
+    FROM candle_updates
+    -- The bounds are sub-selects so that every value is estimated alike and the statement keeps
+    -- its generic plan (a range scan) instead of being planned again at every read.
+    WHERE id > (SELECT %(seen)s::int8) AND id <= (SELECT %(seen)s::int8 + %(most)s)
+      AND log.oldest <= %(seen)s::int8 + 1 AND log.newest <= %(seen)s::int8 + %(most)s
+    OFFSET 0  -- a subquery of its own: the tests of `log` gate the scan, not filter its rows
+) changed ON true
+ORDER BY changed.id
 """
 CLOSED_CANDLES = """
 SELECT (extract(epoch FROM bucket_start) * 1000000)::int8,
@@ -52,13 +76,6 @@ FROM candles
 WHERE symbol = %s AND "interval" = %s AND bucket_start >= %s AND bucket_start < %s
 ORDER BY bucket_start
 """
-CHANGES = """
-SELECT id, symbol, "interval",
-       CASE WHEN isfinite(bucket_start) THEN (extract(epoch FROM bucket_start) * 1000000)::int8 END,
-       whole_day
-FROM candle_updates WHERE id > %s AND id <= %s ORDER BY id
-"""
-
 
 READS = Counter(
     "mdp_candle_cache_reads",
@@ -142,16 +159,29 @@ class Page:
         )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class _Log:
+    """One read of the change log: its newest id and the changes after `after`, unless they
+    are not all there (`complete` false: pruned, too many, or not read for an empty cache)."""
+
+    after: int
+    newest: int
+    complete: bool
+    changes: list[tuple[int, str, str, int | None, bool]]  # id, symbol, interval, bucket, whole day
+
+
 class CandleCache:
     def __init__(self, pool: AsyncConnectionPool, max_bytes: int = 64 * 2**20) -> None:
         self._pool = pool
         self.max_bytes = max_bytes
         self._blocks: OrderedDict[tuple[str, str, int], Block] = OrderedDict()
         self._bytes = 0
-        self._seen = 0
+        self._seen = 0  # the change-log id followed to
+        self._listener = 0  # the LISTEN connection (the hub's number) the blocks were kept under
         self._lock = asyncio.Lock()
-        # The last state read per (symbol, first bucket, closed end), with the commit count then.
-        self._states: dict[tuple[str, int, int], tuple[int, tuple[int, int | None, bool]]] = {}
+        # Whether trades were pending, as last read per (symbol, first bucket, closed end), with
+        # what the process had heard of then.
+        self._pending: dict[tuple[str, int, int], tuple[Heard, bool]] = {}
 
     async def page(
         self,
@@ -160,21 +190,31 @@ class CandleCache:
         start: datetime,
         end: datetime,
         limit: int,
-        changes: int | None = None,
+        changes: Heard | None = None,
     ) -> Page | None:
         """The candles of [start, end) like `sql/queries/candles_page.sql`, the closed ones from
         memory; None when this range is better read directly (late trades pending in it, or
-        more blocks than a read should build). `changes` counts the commits this process heard
-        of (the stream hub's): while it stays the same, the state of the change log and of the
-        pending trades is as last read."""
+        more blocks than a read should build). `changes` is what this process heard of (the
+        stream hub's): while it stays the same, the change log and the pending trades are as
+        last read; when it comes from a new LISTEN connection, the blocks are dropped (the
+        process may have been deaf) and the log read again before any block is served."""
         window = _Window.of(interval, start, end)
         blocks = window.blocks
         if len(blocks) > MAX_BLOCKS_PER_READ or (blocks and blocks[0] < FIRST_BLOCK_START):
             READS.labels("direct").inc()
             return None
         async with _Connection(self._pool) as conn:
-            state = await self._state(conn, symbol, window, start, changes)
-            change_id, oldest, late = state
+            key = (symbol, window.first, window.closed_end)
+            known = self._pending.get(key)
+            log: _Log | None = None
+            if changes is not None and known is not None and known[0] == changes:
+                late = known[1]
+            else:
+                log, late = await self._read_log(conn, symbol, window, start)
+                if changes is not None:
+                    if len(self._pending) >= MAX_STATES:
+                        self._pending.clear()
+                    self._pending[key] = (changes, late)
             if late:
                 READS.labels("direct").inc()
                 return None
@@ -182,12 +222,14 @@ class CandleCache:
             starts: list[int] = []
             built = False
             async with self._lock:
-                await self._follow(conn, change_id, oldest)
+                if changes is not None and changes.listener > self._listener:
+                    self._listener = changes.listener
+                    self._clear()
+                if log is not None:
+                    self._follow(log)
                 for first in blocks:
                     until = min(first + window.span, window.open_start)
-                    block, fresh = await self._block(
-                        conn, symbol, interval, first, until, change_id
-                    )
+                    block, fresh = await self._block(conn, symbol, interval, first, until)
                     built |= fresh
                     low = bisect.bisect_left(block.starts, window.first)
                     high = bisect.bisect_left(block.starts, window.closed_end)
@@ -205,36 +247,28 @@ class CandleCache:
         last = _time(starts[limit - 1]).strftime("%Y-%m-%dT%H:%M:%SZ") if more else None
         return Page(candles[:limit], last)
 
-    async def _state(
-        self,
-        conn: _Connection,
-        symbol: str,
-        window: _Window,
-        start: datetime,
-        changes: int | None,
-    ) -> tuple[int, int | None, bool]:
-        """The change log's newest and oldest ids, and whether trades are pending in the closed
-        buckets: read, unless no commit was heard of since the last read of the same."""
-        key = (symbol, window.first, window.closed_end)
-        known = self._states.get(key)
-        if changes is not None and known is not None and known[0] == changes:
-            return known[1]
-        params = {"symbol": symbol, "start": start, "closed_end": _time(window.closed_end)}
-        [(change_id, oldest, late)] = await (await (await conn()).execute(STATE, params)).fetchall()
-        if changes is not None:
-            if len(self._states) >= MAX_STATES:
-                self._states.clear()
-            self._states[key] = (changes, (change_id, oldest, late))
-        return change_id, oldest, late
+    async def _read_log(
+        self, conn: _Connection, symbol: str, window: _Window, start: datetime
+    ) -> tuple[_Log, bool]:
+        """The change log after the last change followed, and whether trades are pending in the
+        closed buckets of the read."""
+        seen = self._seen
+        most = MAX_CHANGES_FOLLOWED if self._blocks else 0
+        params = {
+            "symbol": symbol,
+            "start": start,
+            "closed_end": _time(window.closed_end),
+            "seen": seen,
+            "most": most,
+        }
+        rows = await (await (await conn()).execute(LOG, params)).fetchall()
+        newest, oldest, late = rows[0][:3]
+        complete = seen <= newest <= seen + most and (oldest is None or oldest <= seen + 1)
+        changes = [row[3:] for row in rows if row[3] is not None]
+        return _Log(seen, newest, complete, changes), late
 
     async def _block(
-        self,
-        conn: _Connection,
-        symbol: str,
-        interval: str,
-        first: int,
-        until: int,
-        change_id: int,
+        self, conn: _Connection, symbol: str, interval: str, first: int, until: int
     ) -> tuple[Block, bool]:
         """The block starting at `first`, read anew (True) unless it is cached up to `until`."""
         key = (symbol, interval, first)
@@ -248,8 +282,9 @@ class CandleCache:
             )
         ).fetchall()
         encoded = [_encode(Candle(*row[1:])) for row in rows]
+        # Read after the log was followed to `_seen`: exact as of it.
         fresh = Block(
-            first, until, change_id, [r[0] for r in rows], encoded, sum(map(len, encoded))
+            first, until, self._seen, [r[0] for r in rows], encoded, sum(map(len, encoded))
         )
         self._store(key, fresh)
         return fresh, True
@@ -263,23 +298,20 @@ class CandleCache:
             _, evicted = self._blocks.popitem(last=False)
             self._bytes -= evicted.size
 
-    async def _follow(self, conn: _Connection, change_id: int, oldest: int | None) -> None:
-        """Drop the blocks the change log says changed, up to `change_id`."""
-        if change_id == self._seen:
+    def _follow(self, log: _Log) -> None:
+        """Drop the blocks the change log says changed. Reads run concurrently, so a log may be
+        older than the last one followed: following it again drops nothing wrongly."""
+        if not log.complete:
+            self._clear()
+            self._seen = log.newest
             return
-        if change_id < self._seen or (oldest is not None and oldest > self._seen + 1):
-            self._clear()  # the log was reset, or changes we never saw were pruned from it
-        else:
-            changes = await (
-                await (await conn()).execute(CHANGES, (self._seen, change_id))
-            ).fetchall()
-            for change, symbol, interval, bucket, whole_day in changes:
-                for key in list(self._touched(symbol, interval, bucket, whole_day)):
-                    block = self._blocks[key]
-                    if change > block.seen:
-                        del self._blocks[key]
-                        self._bytes -= block.size
-        self._seen = change_id
+        for change, symbol, interval, bucket, whole_day in log.changes:
+            for key in list(self._touched(symbol, interval, bucket, whole_day)):
+                block = self._blocks[key]
+                if change > block.seen:
+                    del self._blocks[key]
+                    self._bytes -= block.size
+        self._seen = max(self._seen, log.newest)
 
     def _touched(
         self, symbol: str, interval: str, bucket: int | None, whole_day: bool

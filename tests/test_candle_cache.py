@@ -5,16 +5,22 @@ one committed elsewhere once its notification reaches the process."""
 
 from __future__ import annotations
 
-from datetime import date
+import asyncio
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
+import msgspec
 import polars as pl
 from prometheus_client.parser import text_string_to_metric_families as parse_prometheus
+from psycopg import AsyncConnection, AsyncCursor
+from psycopg_pool import AsyncConnectionPool
 
-from core.db import Connection
+from core.db import Connection, libpq_url
 from pipelines.candles import recompute_day
 from pipelines.ingestion import drain_inbox
+from serving.candle_cache import CandleCache
+from serving.listener import Heard
 from tests.support import all_candles, send, tick, wait_for
 
 DAY = date(2026, 11, 20)
@@ -143,3 +149,94 @@ def test_bulk_readers_get_the_same_candles_as_an_arrow_stream(
     ]  # fmt: skip
     as_arrow = [(row[0].strftime("%Y-%m-%dT%H:%M:%SZ"), *row[1:]) for row in frame.iter_rows()]
     assert as_arrow == as_json
+
+
+# The change log's prune, as `sql/queries/announce_candles.sql` runs it after each announcement.
+PRUNE = """
+DELETE FROM candle_updates
+WHERE id < (SELECT id FROM candle_updates
+            WHERE created_at >= now() - interval '15 minutes' ORDER BY id LIMIT 1)
+"""
+
+
+def pruning_after_each_statement(database_url: str) -> type[AsyncConnection[Any]]:
+    """Connections that let another session prune the change log right after each statement:
+    the prune a writer may run at any moment, forced between any two statements of a read."""
+
+    class Pruning(AsyncConnection[Any]):
+        async def execute(
+            self, query: Any, params: Any = None, *, prepare: bool | None = None,
+            binary: bool = False,
+        ) -> AsyncCursor[Any]:  # fmt: skip
+            cursor = await super().execute(query, params, prepare=prepare, binary=binary)
+            async with await AsyncConnection.connect(database_url, autocommit=True) as other:
+                await other.execute(PRUNE)
+            return cursor
+
+    return Pruning
+
+
+def test_a_change_pruned_from_the_log_during_a_read_is_not_lost(
+    client: httpx.Client, db: Connection, database_url: str
+) -> None:
+    a_morning(client, db)
+    start = datetime.combine(DAY, datetime.min.time(), UTC)
+    end = start + timedelta(days=1)
+
+    async def served_by_a_cache() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        url = libpq_url(database_url)
+        pool = AsyncConnectionPool(
+            url, connection_class=pruning_after_each_statement(url), open=False,
+            kwargs={"autocommit": True}, min_size=1, max_size=2,
+        )  # fmt: skip
+        async with pool:
+            cache = CandleCache(pool)
+            before = await cache.page("AAPL", "1m", start, end, 1000)  # cached now
+            send(client, [tick(999, ts=f"{DAY}T10:02:45Z", price=500.0)])  # late: 10:02's high
+            drain_inbox(db)
+            # The late trade's change is more than 15 minutes old by the time this process reads
+            # the log, and a newer change (another symbol's) lets a prune remove it.
+            db.execute("UPDATE candle_updates SET created_at = now() - interval '1 hour'")
+            db.execute(
+                'INSERT INTO candle_updates (symbol, "interval", bucket_start)'
+                " VALUES ('MSFT', '1m', now())"
+            )
+            after = await cache.page("AAPL", "1m", start, end, 1000)
+        assert before is not None and after is not None
+        return [msgspec.json.decode(c) for c in before.candles], [
+            msgspec.json.decode(c) for c in after.candles
+        ]
+
+    before, after = asyncio.run(served_by_a_cache())
+    assert {c["bucket_start"]: c["high"] for c in before}[f"{DAY}T10:02:00Z"] != 500.0
+    assert {c["bucket_start"]: c["high"] for c in after}[f"{DAY}T10:02:00Z"] == 500.0
+    assert [tuple(c.values())[:8] for c in after] == stored(db)
+
+
+def test_a_new_listen_connection_drops_the_cached_candles(
+    client: httpx.Client, db: Connection, database_url: str
+) -> None:
+    """Notifications may have been missed while the process was not listening: whatever the log
+    says, nothing cached before the reconnection is served after it."""
+    a_morning(client, db)
+    start = datetime.combine(DAY, datetime.min.time(), UTC)
+    end = start + timedelta(days=1)
+    unlogged = "UPDATE candles SET high = 999 WHERE symbol = 'AAPL' AND bucket_start = %s"
+
+    async def highs_at_10_02() -> list[float]:
+        highs = []
+        async with AsyncConnectionPool(
+            libpq_url(database_url), open=False, kwargs={"autocommit": True}
+        ) as pool:
+            cache = CandleCache(pool)
+            for heard in (Heard(1, 1), Heard(1, 2), Heard(2, 3)):
+                page = await cache.page("AAPL", "1m", start, end, 1000, heard)
+                assert page is not None
+                by_start = {c["bucket_start"]: c for c in map(msgspec.json.decode, page.candles)}
+                highs.append(by_start[f"{DAY}T10:02:00Z"]["high"])
+                db.execute(unlogged, (f"{DAY}T10:02:00Z",))  # a change the log does not show
+        return highs
+
+    first, same_listener, new_listener = asyncio.run(highs_at_10_02())
+    assert first == same_listener != 999  # from memory: nothing was heard of
+    assert new_listener == 999
