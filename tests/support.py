@@ -3,6 +3,7 @@ waiting (bounded, never timed) for something to happen."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from datetime import date
@@ -49,6 +50,23 @@ def all_candles(client: httpx.Client, **params: Any) -> list[dict[str, Any]]:
         token = body["next_page_token"]
         if token is None:
             return candles
+
+
+class ServerSentEvents:
+    """Server-Sent Events parsed from a stream's lines, fed one at a time: `line` gives an event
+    (its `data` decoded as JSON) at the blank line that ends it."""
+
+    def __init__(self) -> None:
+        self._event: dict[str, str] = {}
+
+    def line(self, line: str) -> dict[str, Any] | None:
+        if not line:
+            event, self._event = self._event, {}
+            return {**event, "data": json.loads(event["data"])} if "data" in event else None
+        if not line.startswith(":"):
+            name, _, value = line.partition(":")
+            self._event[name] = value.removeprefix(" ")
+        return None
 
 
 def wait_for(what: str, condition: Callable[[], T], timeout: float, poll: float = 0.5) -> T:

@@ -22,7 +22,7 @@ from mdp.imports import import_file
 from mdp.processes import api_server
 from pipelines.ingestion import drain_inbox
 from tests.conftest import PASSWORD, USER, api_env
-from tests.support import send, tick
+from tests.support import ServerSentEvents, send, tick
 
 Event = dict[str, Any]
 Follow = Callable[..., AbstractContextManager[Iterator[Event]]]
@@ -40,15 +40,10 @@ def events(
         assert response.headers["content-type"].startswith("text/event-stream")
 
         def parse() -> Iterator[Event]:
-            event: Event = {}
+            parser = ServerSentEvents()
             for line in response.iter_lines():
-                if not line:
-                    if "data" in event:
-                        yield {**event, "data": json.loads(event["data"])}
-                    event = {}
-                elif not line.startswith(":"):
-                    name, _, value = line.partition(":")
-                    event[name] = value.removeprefix(" ")
+                if event := parser.line(line):
+                    yield event
 
         yield parse()
 

@@ -12,7 +12,7 @@ import itertools
 import json
 import socket
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any
 
 import httpx
@@ -24,7 +24,7 @@ from websockets.exceptions import ConnectionClosedError
 from core.db import Connection, connect
 from mdp.processes import api_server
 from tests.conftest import PASSWORD, USER, api_env
-from tests.support import tick, wait_for
+from tests.support import ServerSentEvents, tick, wait_for
 
 WAIT_SECONDS = 60.0  # generous bounds for a loaded machine; no test measures time
 Event = dict[str, Any]
@@ -59,23 +59,13 @@ async def sse(
         assert response.status_code == 200
 
         async def parse() -> None:
-            event: dict[str, str] = {}
+            parser = ServerSentEvents()
             async for line in response.aiter_lines():
-                if not line:
-                    if "data" in event:
-                        received.append({**event, "data": json.loads(event["data"])})
-                    event = {}
-                elif not line.startswith(":"):
-                    name, _, value = line.partition(":")
-                    event[name] = value.removeprefix(" ")
+                if event := parser.line(line):
+                    received.append(event)
 
-        reading = asyncio.create_task(parse())
-        try:
+        async with reading(parse()):
             yield
-        finally:
-            reading.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reading
 
 
 @contextlib.asynccontextmanager
@@ -88,13 +78,20 @@ async def ws(url: str, received: list[Event], **params: str) -> AsyncIterator[No
             async for message in connection:
                 received.extend(json.loads(message))
 
-        reading = asyncio.create_task(read())
-        try:
+        async with reading(read()):
             yield
-        finally:
-            reading.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reading
+
+
+@contextlib.asynccontextmanager
+async def reading(job: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
+    """`job` running in the background while inside."""
+    task = asyncio.create_task(job)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def metric(url: str, name: str, **labels: str) -> float:
@@ -237,19 +234,14 @@ def sse_events(sock: socket.socket) -> Iterator[Event]:
     """The events of a chunked text/event-stream response on `sock`, parsed."""
     body = sock.makefile("rb")
     text = b""
-    event: dict[str, str] = {}
+    parser = ServerSentEvents()
     while size := int(body.readline().strip(), 16):
         text += body.read(size)
         body.readline()  # the chunk's CRLF
         *lines, text = text.split(b"\n")
-        for line in (raw.rstrip(b"\r").decode() for raw in lines):
-            if not line:
-                if "data" in event:
-                    yield {**event, "data": json.loads(event["data"])}
-                event = {}
-            elif not line.startswith(":"):
-                name, _, value = line.partition(":")
-                event[name] = value.removeprefix(" ")
+        for line in lines:
+            if event := parser.line(line.rstrip(b"\r").decode()):
+                yield event
 
 
 def test_a_resume_past_the_change_log_window_is_told_so(

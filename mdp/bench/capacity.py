@@ -9,7 +9,6 @@ rate that held."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import itertools
 import random
@@ -174,9 +173,7 @@ async def _load(
     step = Step(rate, seconds)
     stream = {"events": 0, "dropped": 0}
     ingest, reads = Connections(platform.api), Connections(platform.api)
-    user, password = platform.credentials
-    auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-    headers = {"Authorization": auth, "Content-Type": "application/json"}
+    headers = platform.ingest_headers
     ticks = fresh_ticks(symbols)
     end = datetime.now(UTC) + timedelta(minutes=1)
     window = f"start={end - timedelta(days=1):%Y-%m-%dT%H:%M:00Z}&end={end:%Y-%m-%dT%H:%M:00Z}"

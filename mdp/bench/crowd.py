@@ -9,14 +9,12 @@ next to the load generator's own CPU (it parses every event of every connection)
 from __future__ import annotations
 
 import asyncio
-import base64
 import collections
 import contextlib
 import itertools
 import random
-import resource
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,7 +24,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from core.config import Settings
 from core.db import connect as connect_database
 from mdp.bench.capacity import Connections, open_loop
-from mdp.bench.load import percentiles, request_bytes
+from mdp.bench.load import Deliveries, allow_open_files, percentiles, request_bytes
 from mdp.bench.up import Platform, api_process, cpu_seconds, running_platform
 
 SYMBOLS = 1000  # the market's registered symbols
@@ -49,8 +47,7 @@ def bench_crowd(
     step_seconds: float,
     **_: Any,
 ) -> dict[str, Any]:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4 * subscribers + 1024)), hard))
+    allow_open_files(4 * subscribers + 1024)
     market = [f"SYM{i:04d}" for i in range(SYMBOLS)]
     with connect_database(url) as conn:
         conn.execute(
@@ -107,14 +104,14 @@ class _Follower:
     out_of_order: int = 0
 
 
-@dataclass
-class _Crowd:
-    acked: dict[str, float] = field(default_factory=dict)  # event id → when its ack came
-    acked_per_symbol: collections.Counter[str] = field(default_factory=collections.Counter)
-    delivery_ms: list[float] = field(default_factory=list)
-    early: list[tuple[str, float]] = field(default_factory=list)  # got before its ack came
-    received: int = 0
-    ended_by_server: int = 0
+class _Crowd(Deliveries):
+    """The connections' view: what they got, and how long after each trade's ack."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.acked_per_symbol: collections.Counter[str] = collections.Counter()
+        self.received = 0
+        self.ended_by_server = 0
 
     def got(self, follower: _Follower, event_id: str, seq: int, now: float) -> None:
         self.received += 1
@@ -122,16 +119,7 @@ class _Crowd:
         if seq <= follower.last_seq:
             follower.out_of_order += 1
         follower.last_seq = seq
-        acked = self.acked.get(event_id)
-        if acked is None:
-            self.early.append((event_id, now))
-        else:
-            self.delivery_ms.append((now - acked) * 1000)
-
-    def settle(self) -> None:
-        for event_id, at in self.early:
-            self.delivery_ms.append(max(0.0, at - self.acked.get(event_id, at)) * 1000)
-        self.early.clear()
+        self.arrived(event_id, now)
 
 
 async def _phase(
@@ -162,9 +150,7 @@ async def _phase(
     memory_crowd = api.memory_info().rss
 
     ingest = Connections(platform.api)
-    user, password = platform.credentials
-    auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-    headers = {"Authorization": auth, "Content-Type": "application/json"}
+    headers = platform.ingest_headers
     ticks = _ticks(market)
     ack_ms: list[float] = []
     errors: list[str] = []

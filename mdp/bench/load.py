@@ -4,6 +4,7 @@ so that the client costs little next to the server it measures."""
 from __future__ import annotations
 
 import asyncio
+import resource
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +34,35 @@ class LoadResult:
             "statuses": self.statuses,
             "load_generator_cores": round(self.client_cpu_seconds / self.seconds, 2),
         }
+
+
+def allow_open_files(count: int) -> None:
+    """Let this process hold `count` sockets (as far as the hard limit allows)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, count)), hard))
+
+
+class Deliveries:
+    """When each event was acknowledged, and how long after its ack each copy of it arrived at a
+    subscriber (milliseconds; a copy that beat the ack to the load generator counts as 0)."""
+
+    def __init__(self) -> None:
+        self.acked: dict[str, float] = {}
+        self.delivery_ms: list[float] = []
+        self._early: list[tuple[str, float]] = []
+
+    def arrived(self, event_id: str, now: float) -> None:
+        acked = self.acked.get(event_id)
+        if acked is None:
+            self._early.append((event_id, now))
+        else:
+            self.delivery_ms.append((now - acked) * 1000)
+
+    def settle(self) -> None:
+        """Count the copies that arrived before their ack was seen."""
+        for event_id, at in self._early:
+            self.delivery_ms.append(max(0.0, at - self.acked.get(event_id, at)) * 1000)
+        self._early.clear()
 
 
 def percentiles(values: Sequence[float], *ps: int) -> dict[str, float]:

@@ -7,9 +7,7 @@ next to the load generator's own CPU (it decodes every frame of every connection
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import resource
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,7 +18,7 @@ from websockets.exceptions import ConnectionClosed
 
 from core.config import Settings
 from mdp.bench.capacity import Connections, fresh_ticks, open_loop
-from mdp.bench.load import percentiles, request_bytes
+from mdp.bench.load import Deliveries, allow_open_files, percentiles, request_bytes
 from mdp.bench.up import Platform, api_process, cpu_seconds, running_platform
 
 BATCH = 10  # ticks per POST: the ack of a small batch is what a live feed sees
@@ -39,8 +37,7 @@ def bench_stream(
     step_seconds: float,
     **_: Any,
 ) -> dict[str, Any]:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4 * subscribers)), hard))
+    allow_open_files(4 * subscribers)
     symbols = settings.symbol_list
     with running_platform(url, feed=False) as platform:
         one = asyncio.run(_phase(platform, url, ["T.*"], rate, step_seconds))
@@ -61,15 +58,12 @@ def bench_stream(
     }
 
 
-class _Crowd:
-    """The subscribers' view: when each trade was acknowledged, and how long after that each
-    subscriber got it."""
+class _Crowd(Deliveries):
+    """The subscribers' view: what they got, and how long after each trade's ack."""
 
     def __init__(self) -> None:
-        self.acked: dict[str, float] = {}
+        super().__init__()
         self.expected: dict[str, int] = {}  # acknowledged trades per symbol
-        self.delivery_ms: list[float] = []
-        self.early: list[tuple[str, float]] = []  # got before the ack reached us
         self.received = 0
         self.frames = 0
         self.ended_by_server = 0
@@ -81,16 +75,7 @@ class _Crowd:
             if event.get("ev") != "T":
                 continue
             self.received += 1
-            acked = self.acked.get(event["i"])
-            if acked is None:
-                self.early.append((event["i"], now))
-            else:
-                self.delivery_ms.append((now - acked) * 1000)
-
-    def settle(self) -> None:
-        for event_id, at in self.early:
-            self.delivery_ms.append(max(0.0, at - self.acked.get(event_id, at)) * 1000)
-        self.early.clear()
+            self.arrived(event["i"], now)
 
 
 async def _phase(
@@ -108,9 +93,7 @@ async def _phase(
     readers = [asyncio.create_task(_read(client, crowd)) for client in clients]
 
     ingest = Connections(platform.api)
-    user, password = platform.credentials
-    auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-    headers = {"Authorization": auth, "Content-Type": "application/json"}
+    headers = platform.ingest_headers
     ticks = fresh_ticks(sorted({c.split(".", 1)[1] for c in channels} - {"*"}) or ["AAPL"])
     ack_ms: list[float] = []
     errors: list[str] = []

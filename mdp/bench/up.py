@@ -3,6 +3,7 @@ need Dagster's daemon: freshness and soak."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import secrets
 import signal
@@ -34,6 +35,12 @@ class Platform:
     credentials: tuple[str, str]
     process: subprocess.Popen[bytes]
     dagster_database: str
+
+    @property
+    def ingest_headers(self) -> dict[str, str]:
+        """The headers of a JSON ingest request with the platform's credentials."""
+        token = base64.b64encode(":".join(self.credentials).encode()).decode()
+        return {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
 
 
 @contextmanager
