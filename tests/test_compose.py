@@ -1,6 +1,6 @@
 """The Docker Compose deployment, checked without a Docker engine: every service, command, port,
-environment variable and dependency is wired the way the README says, and every
-command exists in the image the Dockerfile builds."""
+environment variable and dependency is wired the way the README says, every command exists in the
+image the Dockerfile builds, and nothing without a login listens beyond the host."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = {
     "postgres", "migrate", "api", "feeder", "dagster-code", "dagster-webserver", "dagster-daemon",
-    "prometheus",
+    "prometheus", "proxy",
 }  # fmt: skip
-PLATFORM_SERVICES = SERVICES - {"postgres", "prometheus"}
+PLATFORM_SERVICES = SERVICES - {"postgres", "prometheus", "proxy"}
 CONTRACT_ENV = {
     "DATABASE_URL", "DAGSTER_HOME", "INGEST_USERNAME", "INGEST_PASSWORD",
     "INGESTION_INTERVAL_SECONDS", "SYMBOLS", "PARTITIONS_START_DATE", "LAKE_DIR", "API_URL",
@@ -66,7 +66,7 @@ def test_each_service_runs_its_command_after_what_it_needs(compose: dict[str, An
         conditions = {k: v["condition"] for k, v in services[name]["depends_on"].items()}
         assert needs.items() <= conditions.items(), name
     assert services["api"]["ports"] == ["8000:8000"]
-    assert services["dagster-webserver"]["ports"] == ["3000:3000"]
+    assert services["dagster-webserver"]["ports"] == ["127.0.0.1:3000:3000"]
     assert "/health/readiness" in " ".join(services["api"]["healthcheck"]["test"])
     assert services["migrate"]["restart"] == "no"
 
@@ -109,6 +109,63 @@ def test_prometheus_scrapes_the_api_with_the_shipped_alerts(compose: dict[str, A
     assert job["static_configs"] == [{"targets": ["api:8000"]}]
     assert job["metrics_path"] == "/metrics"
     assert "prometheus" in compose["volumes"]
+
+
+def test_only_the_api_and_the_login_proxy_listen_beyond_this_machine(
+    compose: dict[str, Any],
+) -> None:
+    """The Dagster UI can stop ingestion and neither it nor Prometheus asks for a password: they
+    are published on the loopback interface only, and reach further through the opt-in proxy."""
+    services = compose["services"]
+    published = {name: s["ports"] for name, s in services.items() if "ports" in s}
+    assert published.pop("api") == ["8000:8000"]  # ingest asks for INGEST_PASSWORD
+    assert published.pop("proxy") == ["3001:3001", "9091:9091", "80:80", "443:443"]
+    assert published == {
+        "dagster-webserver": ["127.0.0.1:3000:3000"],
+        "prometheus": ["127.0.0.1:9090:9090"],
+    }
+    assert services["proxy"]["profiles"] == ["proxy"]  # runs only when asked for
+
+
+def caddy_blocks(text: str) -> dict[str, list[str]]:
+    """The top-level blocks of a Caddyfile (site addresses, snippets), each as its lines."""
+    blocks: dict[str, list[str]] = {}
+    depth, name = 0, ""
+    for raw in text.splitlines():
+        line = raw.split("#")[0].strip()
+        if not line:
+            continue
+        if depth == 0 and line.endswith("{"):
+            name = line.removesuffix("{").strip()
+            blocks[name] = []
+        elif depth > 1 or line != "}":
+            blocks[name].append(line)
+        depth += line.endswith("{") - (line == "}")
+    return blocks
+
+
+def test_the_proxy_asks_for_a_password_before_the_dagster_ui_and_prometheus(
+    compose: dict[str, Any],
+) -> None:
+    proxy = compose["services"]["proxy"]
+    [config] = [m.split(":")[0] for m in proxy["volumes"] if m.endswith(":/etc/caddy/Caddyfile:ro")]
+    blocks = caddy_blocks((ROOT / config).read_text())
+    assert blocks["(login)"] == ["basic_auth {", "{$PROXY_USERNAME} {$PROXY_PASSWORD_HASH}", "}"]
+    environment = proxy["environment"]
+    # No hash is baked in: without one, Caddy refuses to start ("cannot be empty or missing").
+    assert environment["PROXY_PASSWORD_HASH"] == "${PROXY_PASSWORD_HASH:-}"
+    webserver = compose["services"]["dagster-webserver"]["command"]
+    upstreams = {
+        "DAGSTER_SITE": f"dagster-webserver:{webserver[webserver.index('-p') + 1]}",
+        "PROMETHEUS_SITE": "prometheus:9090",  # its default port, published on 127.0.0.1
+    }
+    for site, upstream in upstreams.items():
+        assert blocks["{$" + site + "}"] == ["import login", f"reverse_proxy {upstream}"]
+        port = environment[site].removeprefix("${" + site + ":-:").removesuffix("}")
+        assert f"{port}:{port}" in proxy["ports"]
+    assert set(blocks) == {"", "(login)"} | {"{$" + site + "}" for site in upstreams}
+    assert blocks[""] == ["admin off"]  # the global options: no admin API
+    assert "proxy" in compose["volumes"]  # certificates survive a restart
 
 
 def test_the_image_holds_what_the_commands_need() -> None:

@@ -3,15 +3,19 @@ Prometheus and OpenMetrics text formats, correct across several API workers."""
 
 from __future__ import annotations
 
+import json
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 from prometheus_client.openmetrics import parser as openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_prometheus
 
-from core.db import Connection
+from core.db import Connection, connect, query
+from mdp.imports import import_file
 from mdp.processes import api_server
-from pipelines.ingestion import drain_inbox, record_idle_cycle
+from pipelines.ingestion import drain_inbox, promote_batch, record_idle_cycle
 from tests.conftest import api_env
 from tests.support import send, tick
 
@@ -89,6 +93,94 @@ def test_metrics_json_counts_what_the_tables_hold(client: httpx.Client, db: Conn
     assert latency["count"] >= 1
     assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"]
     assert latency["max"] > 0
+
+
+def inbox_figures(client: httpx.Client, db: Connection) -> tuple[int, datetime | None]:
+    """Ticks pending as /metrics reports them (checked against counting the inbox) and the latest
+    trade time the status query gives."""
+    pending = client.get("/metrics").json()["counts"]["inbox_pending"]
+    [(counted,)] = db.execute("SELECT count(*) FROM trade_inbox").fetchall()
+    assert pending == counted
+    row = db.execute(query("platform_snapshot")).fetchone()
+    assert row is not None
+    return pending, row[1]
+
+
+def at(second: int) -> datetime:
+    return datetime(2026, 11, 20, 10, 0, second, tzinfo=UTC)
+
+
+def test_the_inbox_figures_follow_appends_drains_resends_imports_and_truncate(
+    client: httpx.Client, db: Connection, database_url: str, tmp_path: Path
+) -> None:
+    """/status and /metrics read a ledger kept as the inbox changes, not the inbox itself."""
+
+    def figures() -> tuple[int, datetime | None]:
+        return inbox_figures(client, db)
+
+    assert figures() == (0, None)
+    send(client, [tick(i, ts=at(i).isoformat()) for i in range(1, 6)])
+    assert figures() == (5, at(5))
+    promote_batch(db, max_rows=3)
+    assert figures() == (2, at(5))
+    send(client, [tick(1, ts=at(9).isoformat())])  # a resend, later than every trade
+    assert figures() == (3, at(9))
+    drain_inbox(db)
+    assert figures() == (0, at(9))  # dropped at promotion, but it was accepted
+
+    with ThreadPoolExecutor(8) as pool:  # concurrent requests share commits
+        batches = [[tick(100 + 10 * b + i, ts=at(b % 9).isoformat()) for i in range(10)]
+                   for b in range(40)]  # fmt: skip
+        statuses = pool.map(lambda batch: client.post("/ingest/ticks", json=batch), batches)
+        assert {r.status_code for r in statuses} == {202}
+    assert figures() == (400, at(9))
+    for i in range(150):  # any writer counts, one statement at a time
+        db.execute(
+            "INSERT INTO trade_inbox (symbol, ts, price, volume, source, event_id)"
+            " VALUES ('MSFT', %s, 10, 1, 'SQL', %s)",
+            (at(i % 7), f"s-{i}"),
+        )
+    assert figures() == (550, at(9))
+    [(entries,)] = db.execute("SELECT count(*) FROM inbox_ledger").fetchall()
+    assert entries <= 64  # folded as it grows: readers sum a few rows
+
+    ticks = tmp_path / "ticks.ndjson"
+    later = {**tick(1000, ts=at(30).isoformat()), "source": "FILE"}
+    ticks.write_text(json.dumps(later) + "\n")
+    assert import_file(database_url, ticks, "ticks", None, register=False).stored == 1
+    assert figures() == (550, at(30))  # imports go straight to the trades
+    drain_inbox(db, max_rows=150)
+    assert figures() == (0, at(30))
+
+    send(client, [tick(2000, ts=at(40).isoformat())])
+    db.execute("TRUNCATE trade_inbox, trades, candles, ingest_batches")  # as the fixtures do
+    assert figures() == (0, at(30))  # the symbols keep their span
+    db.execute("UPDATE symbols SET first_trade_at = NULL, last_trade_at = NULL")
+    assert figures() == (0, None)
+    send(client, [tick(3000, ts=at(50).isoformat())])
+    assert figures() == (1, at(50))
+
+
+def test_an_ack_never_waits_for_a_drain_that_folds_the_inbox_ledger(
+    client: httpx.Client, db: Connection, database_url: str
+) -> None:
+    """The drain's transaction can hold ledger rows it folds for as long as it runs; writers fold
+    around them, and no tick is counted twice or lost."""
+    next_entry = "SELECT setval(pg_get_serial_sequence('inbox_ledger', 'entry'), %s)"
+    send(client, [tick(i, ts=at(i).isoformat()) for i in range(1, 4)])
+    with connect(database_url) as drain:  # a transaction, like promote_batch's
+        [(entry,)] = db.execute("SELECT max(entry) FROM inbox_ledger").fetchall()
+        db.execute(next_entry, (entry // 64 * 64 + 63,))  # the drain's entry folds
+        drain.execute("DELETE FROM trade_inbox WHERE seq = (SELECT min(seq) FROM trade_inbox)")
+        [(held,)] = drain.execute("SELECT count(*) FROM inbox_ledger").fetchall()
+        assert held == 1  # every row folded into one, locked until the drain commits
+        db.execute(next_entry, (entry // 64 * 64 + 127,))  # and the next writer's entry folds
+        send(client, [tick(4, ts=at(4).isoformat())])  # the client's timeout bounds the wait
+        assert inbox_figures(client, db) == (4, at(4))  # the drain's delete is not committed
+        drain.commit()
+    assert inbox_figures(client, db) == (3, at(4))
+    send(client, [tick(5, ts=at(5).isoformat())])
+    assert inbox_figures(client, db) == (4, at(5))
 
 
 def test_prometheus_scrapes_get_text_that_parses(client: httpx.Client) -> None:

