@@ -3,18 +3,24 @@ SYMBOLS symbols (drawn by a Zipf law), first with nobody following, then with `s
 `/stream` and as many `/ws` connections, each on its own set of SYMBOLS_EACH symbols (drawn by
 the same law: a crowd watches what trades). Per phase: acks (p50/p99 from the scheduled send
 time) and, with the crowd, every event's delivery from its ack, whether every connection got
-exactly its events in acceptance order, and what the API spends per connection (CPU and memory),
-next to the load generator's own CPU (it parses every event of every connection)."""
+exactly its events in acceptance order, and what the API spends per connection (CPU and memory).
+
+The crowd reads in a process of its own, so that parsing its events never delays the reading of
+an ack; both processes' CPU is reported (the load generator is never the hidden limit), and
+deliveries are matched to acks by the system-wide monotonic clock both read."""
 
 from __future__ import annotations
 
+import array
 import asyncio
 import collections
 import contextlib
 import itertools
+import multiprocessing
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,7 +30,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from core.config import Settings
 from core.db import connect as connect_database
 from mdp.bench.capacity import Connections, open_loop
-from mdp.bench.load import Deliveries, allow_open_files, percentiles, request_bytes
+from mdp.bench.load import allow_open_files, percentiles, request_bytes
 from mdp.bench.up import Platform, api_process, cpu_seconds, running_platform
 
 SYMBOLS = 1000  # the market's registered symbols
@@ -47,7 +53,6 @@ def bench_crowd(
     step_seconds: float,
     **_: Any,
 ) -> dict[str, Any]:
-    allow_open_files(4 * subscribers + 1024)
     market = [f"SYM{i:04d}" for i in range(SYMBOLS)]
     with connect_database(url) as conn:
         conn.execute(
@@ -57,8 +62,8 @@ def bench_crowd(
         conn.commit()
     follows = _symbol_sets(market, 2 * subscribers)
     with running_platform(url, feed=False) as platform:
-        alone = asyncio.run(_phase(platform, url, market, [], rate, step_seconds))
-        crowd = asyncio.run(_phase(platform, url, market, follows, rate, step_seconds))
+        alone = _phase(platform, url, market, [], rate, step_seconds)
+        crowd = _phase(platform, url, market, follows, rate, step_seconds)
     ratio = crowd["ack_ms"].get("p99", 1e9) / max(alone["ack_ms"].get("p99", 1e9), 1.0)
     return {
         "ticks_per_s": rate,
@@ -96,33 +101,7 @@ def _symbol_sets(market: list[str], count: int) -> list[frozenset[str]]:
     return list(sets)
 
 
-@dataclass
-class _Follower:
-    symbols: frozenset[str]
-    received: int = 0
-    last_seq: int = 0
-    out_of_order: int = 0
-
-
-class _Crowd(Deliveries):
-    """The connections' view: what they got, and how long after each trade's ack."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.acked_per_symbol: collections.Counter[str] = collections.Counter()
-        self.received = 0
-        self.ended_by_server = 0
-
-    def got(self, follower: _Follower, event_id: str, seq: int, now: float) -> None:
-        self.received += 1
-        follower.received += 1
-        if seq <= follower.last_seq:
-            follower.out_of_order += 1
-        follower.last_seq = seq
-        self.arrived(event_id, now)
-
-
-async def _phase(
+def _phase(
     platform: Platform,
     url: str,
     market: list[str],
@@ -130,99 +109,76 @@ async def _phase(
     rate: float,
     seconds: float,
 ) -> dict[str, Any]:
-    crowd = _Crowd()
     api = api_process(platform.process.pid)
     memory_before = api.memory_info().rss
-    followers = [_Follower(symbols) for symbols in follows]
-    half = len(followers) // 2
-    readers: list[asyncio.Task[None]] = []
-    opened: list[Any] = []
-    for i in range(0, len(followers), CONNECT_AT_ONCE):
-        group = list(enumerate(followers[i : i + CONNECT_AT_ONCE], start=i))
-        opened += await asyncio.gather(
-            *(_open(platform.api, f, "sse" if n < half else "ws") for n, f in group)
-        )
-    for (kind, connection), follower in zip(opened, followers, strict=True):
-        reading = _read_sse(connection, follower, crowd) if kind == "sse" else (
-            _read_ws(connection, follower, crowd)
-        )  # fmt: skip
-        readers.append(asyncio.create_task(reading))
+    crowd: Crowd | None = Crowd(platform.api, follows) if follows else None
     memory_crowd = api.memory_info().rss
-
-    ingest = Connections(platform.api)
-    headers = platform.ingest_headers
     ticks = _ticks(market)
+    acked: dict[int, float] = {}  # tick number → when its ack came
+    acked_per_symbol: collections.Counter[str] = collections.Counter()
     ack_ms: list[float] = []
     errors: list[str] = []
 
-    async def post(_: int) -> None:
-        batch = [next(ticks) for _ in range(BATCH)]
-        status, _body = await ingest.send(
-            request_bytes(
-                platform.api, "POST", "/ingest/ticks", msgspec.json.encode(batch), headers
+    async def ingest() -> None:
+        connections = Connections(platform.api)
+
+        async def post(_: int) -> None:
+            batch = [next(ticks) for _ in range(BATCH)]
+            body = msgspec.json.encode(batch)
+            request = request_bytes(
+                platform.api, "POST", "/ingest/ticks", body, platform.ingest_headers
             )
-        )
-        if status != 202:
-            errors.append(f"HTTP {status}")
-            return
-        now = time.perf_counter()
-        for tick in batch:
-            crowd.acked[tick["event_id"]] = now
-            crowd.acked_per_symbol[tick["symbol"]] = (
-                crowd.acked_per_symbol.get(tick["symbol"], 0) + 1
-            )
+            status, _body = await connections.send(request)
+            if status != 202:
+                errors.append(f"HTTP {status}")
+                return
+            now = time.perf_counter()
+            for tick in batch:
+                acked[_number(tick["event_id"])] = now
+                acked_per_symbol[tick["symbol"]] += 1
+
+        await open_loop(time.perf_counter(), seconds, rate / BATCH, post, ack_ms, errors.append)
+        connections.close()
 
     cpu_before = cpu_seconds(url, platform.process.pid)
     started = time.perf_counter()
-    await open_loop(started, seconds, rate / BATCH, post, ack_ms, errors.append)
+    asyncio.run(ingest())
     elapsed = time.perf_counter() - started
     cpu_after = cpu_seconds(url, platform.process.pid)
-    expected = [sum(crowd.acked_per_symbol.get(s, 0) for s in f.symbols) for f in followers]
-    with contextlib.suppress(TimeoutError):  # the last events on their way
-        async with asyncio.timeout(SETTLE_SECONDS):
-            while crowd.received < sum(expected):  # noqa: ASYNC110 - counted by the readers
-                await asyncio.sleep(0.1)
-    ingest.close()
-    for reader in readers:
-        reader.cancel()
-    await asyncio.gather(*readers, return_exceptions=True)
-    for kind, connection in opened:
-        if kind == "sse":
-            connection[1].close()
-        else:
-            await connection.close()
-    crowd.settle()
     cores = {
         part: round((cpu_after[part] - cpu_before[part]) / elapsed, 3)
         for part in cpu_after.keys() & cpu_before.keys()
     }
-    wrong = [
-        f for f, count in zip(followers, expected, strict=True)
-        if f.received != count or f.out_of_order
-    ]  # fmt: skip
-    return {
-        "connections": {"stream": half, "ws": len(followers) - half},
-        "acked_ticks_per_s": round(len(crowd.acked) / elapsed, 1),
+    result: dict[str, Any] = {
+        "connections": {"stream": len(follows) // 2, "ws": len(follows) - len(follows) // 2},
+        "acked_ticks_per_s": round(len(acked) / elapsed, 1),
         "ack_ms": percentiles(ack_ms, 50, 99),
         "ingest_errors": len(errors),
-        "events_expected": sum(expected),
-        "events_received": crowd.received,
-        "connections_wrong": len(wrong),
-        "connections_ended_by_server": crowd.ended_by_server,
-        "delivery_ms": percentiles(crowd.delivery_ms, 50, 95, 99),
         "cpu_cores": cores,
         "api_memory_mib": round(memory_crowd / 2**20, 1),
-        **(
-            {
-                "api_memory_kib_per_connection": round(
-                    (memory_crowd - memory_before) / len(followers) / 1024, 1
-                ),
-                "api_cpu_us_per_event": round(
-                    cores.get("api", 0) * elapsed * 1e6 / max(crowd.received, 1), 2
-                ),
-            }
-            if followers
-            else {}
+    }
+    if crowd is None:
+        return result
+    expected = [sum(acked_per_symbol[s] for s in symbols) for symbols in follows]
+    seen = crowd.finish(expected)
+    delivery_ms = [
+        max(0.0, at - acked[number]) * 1000
+        for number, at in zip(seen.numbers, seen.arrivals, strict=True)
+        if number in acked
+    ]
+    cores["crowd_reader"] = round(seen.cpu_seconds / elapsed, 3)
+    return {
+        **result,
+        "events_expected": sum(expected),
+        "events_received": len(seen.numbers),
+        "connections_wrong": seen.wrong,
+        "connections_ended_by_server": seen.ended_by_server,
+        "delivery_ms": percentiles(delivery_ms, 50, 95, 99),
+        "api_memory_kib_per_connection": round(
+            (memory_crowd - memory_before) / len(follows) / 1024, 1
+        ),
+        "api_cpu_us_per_event": round(
+            cores.get("api", 0) * elapsed * 1e6 / max(len(seen.numbers), 1), 2
         ),
     }
 
@@ -242,10 +198,111 @@ def _ticks(market: list[str]) -> Any:
         }
 
 
-async def _open(api: str, follower: _Follower, kind: str) -> tuple[str, Any]:
-    """A connection following `follower`'s symbols' trades, its place in the stream taken."""
+def _number(event_id: str) -> int:
+    return int(event_id.rpartition("-")[2])
+
+
+@dataclass
+class Seen:
+    """What the crowd got: each event's tick number and arrival (perf_counter), connections that
+    missed, repeated or reordered events, connections the server ended, the reader's CPU."""
+
+    numbers: array.array[int] = field(default_factory=lambda: array.array("q"))
+    arrivals: array.array[float] = field(default_factory=lambda: array.array("d"))
+    wrong: int = 0
+    ended_by_server: int = 0
+    cpu_seconds: float = 0.0
+
+
+class Crowd:
+    """The subscribers, reading in a process of their own: connected when built, stopped by
+    `finish` once each connection got what it should have (or SETTLE_SECONDS passed)."""
+
+    def __init__(self, api: str, follows: list[frozenset[str]]) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._pipe, theirs = context.Pipe()
+        self._process = context.Process(target=_crowd_process, args=(api, follows, theirs))
+        self._process.start()
+        # Every connection is open, its place in the stream taken; the reader's CPU so far.
+        self._cpu_from: float = self._pipe.recv()
+
+    def finish(self, expected: list[int]) -> Seen:
+        self._pipe.send(expected)
+        seen: Seen = self._pipe.recv()
+        self._process.join()
+        seen.cpu_seconds -= self._cpu_from
+        return seen
+
+
+@dataclass
+class _Follower:
+    received: int = 0
+    last_seq: int = 0
+    out_of_order: int = 0
+
+
+def _crowd_process(api: str, follows: list[frozenset[str]], pipe: Connection) -> None:
+    allow_open_files(2 * len(follows) + 1024)
+    asyncio.run(_crowd(api, follows, pipe))
+
+
+async def _crowd(api: str, follows: list[frozenset[str]], pipe: Connection) -> None:
+    seen = Seen()
+    followers = [_Follower() for _ in follows]
+    half = len(follows) // 2
+    opened: list[tuple[str, Any]] = []
+    for i in range(0, len(follows), CONNECT_AT_ONCE):
+        group = range(i, min(i + CONNECT_AT_ONCE, len(follows)))
+        opened += await asyncio.gather(
+            *(_open(api, follows[n], "sse" if n < half else "ws") for n in group)
+        )
+
+    def got(follower: _Follower, trade: dict[str, Any], now: float) -> None:
+        follower.received += 1
+        if trade["seq"] <= follower.last_seq:
+            follower.out_of_order += 1
+        follower.last_seq = trade["seq"]
+        seen.numbers.append(_number(trade["event_id"]))
+        seen.arrivals.append(now)
+
+    async def read(kind: str, connection: Any, follower: _Follower) -> None:
+        if kind == "sse":
+            await _read_sse(connection, lambda trade, now: got(follower, trade, now))
+        else:
+            await _read_ws(connection, lambda trade, now: got(follower, trade, now))
+        seen.ended_by_server += 1
+
+    readers = [
+        asyncio.create_task(read(kind, connection, follower))
+        for (kind, connection), follower in zip(opened, followers, strict=True)
+    ]
+    pipe.send(time.process_time())
+    loop = asyncio.get_running_loop()
+    expected: list[int] = await loop.run_in_executor(None, pipe.recv)
+    with contextlib.suppress(TimeoutError):  # the last events on their way
+        async with asyncio.timeout(SETTLE_SECONDS):
+            while len(seen.numbers) < sum(expected):  # noqa: ASYNC110 - counted by the readers
+                await asyncio.sleep(0.1)
+    for reader in readers:
+        reader.cancel()
+    await asyncio.gather(*readers, return_exceptions=True)
+    for kind, connection in opened:
+        if kind == "sse":
+            connection[1].close()
+        else:
+            await connection.close()
+    seen.wrong = sum(
+        f.received != count or f.out_of_order > 0
+        for f, count in zip(followers, expected, strict=True)
+    )
+    seen.cpu_seconds = time.process_time()
+    pipe.send(seen)
+
+
+async def _open(api: str, symbols: frozenset[str], kind: str) -> tuple[str, Any]:
+    """A connection following `symbols`' trades, its place in the stream taken."""
     parts = urlsplit(api)
-    path = f"events=trade&symbols={','.join(sorted(follower.symbols))}"
+    path = f"events=trade&symbols={','.join(sorted(symbols))}"
     if kind == "ws":
         ws = await connect(f"ws://{parts.netloc}/ws?{path}", max_size=None, ping_interval=None)
         return kind, ws
@@ -258,30 +315,22 @@ async def _open(api: str, follower: _Follower, kind: str) -> tuple[str, Any]:
 
 
 async def _read_sse(
-    connection: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-    follower: _Follower,
-    crowd: _Crowd,
+    connection: tuple[asyncio.StreamReader, asyncio.StreamWriter], got: Any
 ) -> None:
-    """A chunked event stream, a chunk (one or more events) at a time."""
+    """A chunked event stream, a chunk (one or more events) at a time, until it ends."""
     reader, _ = connection
-    try:
+    with contextlib.suppress(OSError, asyncio.IncompleteReadError, ValueError):
         while size := int(await reader.readline(), 16):
             chunk = await reader.readexactly(size + 2)
             now = time.perf_counter()
             for line in chunk.split(b"\n"):
                 if line.startswith(b"data: "):
-                    trade = _decode(line[6:])
-                    crowd.got(follower, trade["event_id"], trade["seq"], now)
-    except (OSError, asyncio.IncompleteReadError, ValueError):
-        pass
-    crowd.ended_by_server += 1
+                    got(_decode(line[6:]), now)
 
 
-async def _read_ws(ws: ClientConnection, follower: _Follower, crowd: _Crowd) -> None:
+async def _read_ws(ws: ClientConnection, got: Any) -> None:
     with contextlib.suppress(Exception):
         async for message in ws:
             now = time.perf_counter()
             for event in _decode(message):
-                trade = event["data"]
-                crowd.got(follower, trade["event_id"], trade["seq"], now)
-    crowd.ended_by_server += 1
+                got(event["data"], now)

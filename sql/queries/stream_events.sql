@@ -50,8 +50,12 @@ FROM (
      WHERE (%(symbols)s::text[] IS NULL OR symbol = ANY(%(symbols)s::text[]))
        AND (promoted OR (
             NOT EXISTS (SELECT FROM trades t WHERE t.source = c.source AND t.event_id = c.event_id)
+            -- `j.seq - c.seq < 0`, not `j.seq < c.seq`: no index on seq can serve it, so the
+            -- probe is one lookup in the event_id hash index whatever the statistics (without
+            -- them, a fast-grown inbox got a primary-key range per probe: 1.4 s a read).
             AND NOT EXISTS (SELECT FROM trade_inbox j
-                            WHERE j.source = c.source AND j.event_id = c.event_id AND j.seq < c.seq)))
+                            WHERE j.source = c.source AND j.event_id = c.event_id
+                              AND j.seq - c.seq < 0)))
      ORDER BY seq)
     UNION ALL
     (SELECT 'candle', u.id, u.symbol, json_build_object(
