@@ -121,21 +121,24 @@ async def read_events(
         "after_candle": after_candle,
         "batch": BATCH,
     }
-    async with pool.connection() as conn:
-        rows = await (await conn.execute(query("stream_events"), params)).fetchall()
-    (_, trades_through, _, trades_scanned), (_, candles_through, _, candles_scanned), *rows = rows
-    (_, kept, _, _), *rows = rows
     events = []
-    if kept is not None and kept > after_candle + 1:
-        after_candle = kept - 1
-        events.append(_gap(cursor[1], (after_trade, after_candle)))
-    for kind, event_id, symbol, data in rows:
-        if kind == "trade":
-            after_trade = event_id
-        else:
-            after_trade = trades_through or after_trade
-            after_candle = event_id
-        events.append(Event.of(kind, symbol, data, (after_trade, after_candle)))
+    async with pool.connection() as conn:
+        found = await conn.execute(query("stream_events"), params)
+        [(_, trades_through, _, trades_scanned), (_, candles_through, _, candles_scanned),
+         (_, kept, _, _)] = await found.fetchmany(3)  # fmt: skip
+        if kept is not None and kept > after_candle + 1:
+            after_candle = kept - 1
+            events.append(_gap(cursor[1], (after_trade, after_candle)))
+        # The rows become events a slice at a time, a turn of the event loop each (SLICE).
+        while rows := await found.fetchmany(SLICE):
+            for kind, event_id, symbol, data in rows:
+                if kind == "trade":
+                    after_trade = event_id
+                else:
+                    after_trade = trades_through or after_trade
+                    after_candle = event_id
+                events.append(Event.of(kind, symbol, data, (after_trade, after_candle)))
+            await asyncio.sleep(0)
     more = BATCH in (int(trades_scanned), int(candles_scanned))
     return Read(events, (trades_through or after_trade, candles_through or after_candle), more)
 
