@@ -40,6 +40,9 @@ TRADES = pl.Schema(
     }
 )
 MICROS_FROM_1970_TO_YEAR_1 = -62_135_596_800_000_000
+# SIP trade ids are unique per ticker, exchange and TRF within a trading day only (exchanges number
+# their executions per day): the day, in New York, is part of a Polygon trade's identity.
+POLYGON_TRADING_ZONE = "America/New_York"
 
 
 @dataclass(frozen=True)
@@ -89,11 +92,19 @@ class Chunk:
 
 def read_polygon(path: Path, *, now_us: int) -> Iterator[Chunk]:
     """Polygon/Massive `trades_v1` (`.csv` or `.csv.gz`): identity
-    ("polygon", "<ticker>:<exchange>:<trf_id>:<id>"), time the SIP timestamp (ns)."""
+    ("polygon", "<ticker>:<exchange>:<trf_id>:<id>:<New York trading date>"), time the SIP
+    timestamp (ns)."""
     for text, first_line, consumed in _lines(path, header=",".join(POLYGON_COLUMNS)):
         raw = _csv(text, POLYGON_COLUMNS, first_line)
         ticker = pl.col("ticker")
         sip = pl.col("sip_timestamp").cast(pl.Int64, strict=False)
+        trading_day = (
+            pl.from_epoch(sip, time_unit="ns")
+            .dt.replace_time_zone("UTC")
+            .dt.convert_time_zone(POLYGON_TRADING_ZONE)
+            .dt.date()
+            .cast(pl.String)
+        )
         parsed = raw.select(
             "line",
             symbol=ticker,
@@ -106,6 +117,7 @@ def read_polygon(path: Path, *, now_us: int) -> Iterator[Chunk]:
                 pl.col("exchange"),
                 pl.col("trf_id").fill_null(""),
                 pl.col("id"),
+                trading_day,
                 separator=":",
             ),
         )

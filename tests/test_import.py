@@ -11,6 +11,7 @@ import io
 import json
 import subprocess
 import sys
+import uuid
 import zipfile
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 import httpx
 import polars as pl
 
-from core.db import Connection
+from core.db import Connection, connect, with_database
 from pipelines.candles import recompute_day
 from tests.candle_reference import assert_candles_match_trades
 from tests.conftest import ROOT
@@ -136,7 +137,8 @@ def test_files_of_every_format_import_exactly_and_twice_changes_nothing(
     # Polygon: every moment, plus one new identity (another exchange and TRF); the resend is not.
     assert count(db) == (per_file + 1) + 2 * per_file + 3 * per_file
     first = db.execute(
-        "SELECT price, ts FROM trades WHERE source = 'polygon' AND event_id = 'AAPL:11::1000'"
+        "SELECT price, ts FROM trades WHERE source = 'polygon'"
+        " AND event_id = 'AAPL:11::1000:2026-11-20'"
     ).fetchone()
     assert first == (100.0, MOMENTS[0] + timedelta(microseconds=0))  # first wins; ns → µs
     binance = db.execute(
@@ -195,3 +197,77 @@ def test_an_import_backfills_the_days_it_touched(
     assert_candles_match_trades(db)
     lake = pl.read_parquet(tmp_path / "candles" / "interval=1d" / "*" / "*.parquet")
     assert lake.height == 2 + 1  # AAPL and MSFT on DAY, one of them on the next day
+
+
+def trades_v1(path: Path, rows: list[tuple[str, int, datetime]]) -> Path:
+    """A plain `trades_v1` file of (ticker, id, SIP time) rows, exchange 4, no TRF."""
+    header = ("ticker,conditions,correction,exchange,id,participant_timestamp,price,"
+              "sequence_number,sip_timestamp,size,tape,trf_id,trf_timestamp")  # fmt: skip
+    lines = [header] + [
+        f"{ticker},,,4,{trade_id},{ns(at)},{100 + trade_id % 7},{n},{ns(at)},100,3,,"
+        for n, (ticker, trade_id, at) in enumerate(rows)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_polygon_ids_repeat_every_trading_day_and_each_day_is_kept(
+    db: Connection, database_url: str, tmp_path: Path
+) -> None:
+    """Polygon numbers trades per ticker, exchange and TRF within a New York trading day: two
+    daily files whose ids both start at 1 are two days of trades, not one day sent twice; a
+    re-import changes nothing. The day is New York's: 04:59 and 05:01 UTC in November are two
+    trading days, and DST is followed (03:30 UTC on 2 November 2026 is the 1st in New York)."""
+    from mdp.imports import import_file
+
+    days = [datetime(2026, 11, 19, 15, tzinfo=UTC), datetime(2026, 11, 20, 15, tzinfo=UTC)]
+    files = [
+        trades_v1(tmp_path / f"{day:%Y-%m-%d}.csv", [
+            ("AAPL", i, day + timedelta(seconds=i)) for i in range(1, 1001)
+        ])
+        for day in days
+    ]  # fmt: skip
+    edges = trades_v1(tmp_path / "edges.csv", [
+        ("MSFT", 7, datetime(2026, 11, 20, 4, 59, tzinfo=UTC)),
+        ("MSFT", 7, datetime(2026, 11, 20, 5, 1, tzinfo=UTC)),
+        ("MSFT", 8, datetime(2026, 11, 2, 3, 30, tzinfo=UTC)),
+    ])  # fmt: skip
+    stored = [import_file(database_url, f, "polygon-trades", None, False).stored for f in files]
+    assert stored == [1000, 1000]
+    assert import_file(database_url, edges, "polygon-trades", None, False).stored == 3
+    ids = {r[0] for r in db.execute("SELECT event_id FROM trades WHERE symbol = 'MSFT'")}
+    assert ids == {"MSFT:4::7:2026-11-19", "MSFT:4::7:2026-11-20", "MSFT:4::8:2026-11-01"}
+    again = [import_file(database_url, f, "polygon-trades", None, False).stored for f in files]
+    assert again == [0, 0]
+    assert count(db) == 2003
+
+
+def test_polygon_trades_imported_before_take_their_trading_day(server_url: str) -> None:
+    """A database whose Polygon trades were imported without the day in their identity gets it
+    from each trade's own time when migrated, so importing the same file again adds nothing."""
+    from yoyo import get_backend, read_migrations
+
+    from core.db import MIGRATIONS_DIR, create_database, drop_database, prepare, sqlalchemy_url
+
+    name = f"mdp_ids_{uuid.uuid4().hex[:8]}"
+    create_database(server_url, name)
+    url = with_database(server_url, name)
+    try:
+        backend = get_backend(sqlalchemy_url(url))
+        earlier = read_migrations(str(MIGRATIONS_DIR)).filter(lambda m: m.id < "0012")
+        with backend.lock():
+            backend.apply_migrations(backend.to_apply(earlier))
+        with connect(url) as conn:
+            conn.execute(
+                "INSERT INTO trades (source, event_id, seq, symbol, ts, price, volume,"
+                " received_at, batch_id) VALUES"
+                " ('polygon', 'AAPL:4::1', -2, 'AAPL', '2026-11-20 04:59+00', 1, 1, now(), 0),"
+                " ('binance', 'BTCUSDT:1', -1, 'BTCUSDT', '2026-11-20 04:59+00', 1, 1, now(), 0)"
+            )
+            conn.commit()
+        prepare(url, ["AAPL"])
+        with connect(url) as conn:
+            ids = sorted(r[0] for r in conn.execute("SELECT event_id FROM trades"))
+        assert ids == ["AAPL:4::1:2026-11-19", "BTCUSDT:1"]
+    finally:
+        drop_database(server_url, name)

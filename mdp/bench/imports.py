@@ -12,6 +12,7 @@ import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import polars as pl
 import psutil
@@ -22,7 +23,7 @@ from core.intervals import CANDLE_ASSETS
 from mdp.bench.reference import plain_copy_rate
 from mdp.bench.up import DAGSTER_DATABASE
 from pipelines.names import LAKE
-from pipelines.trade_files import POLYGON_COLUMNS
+from pipelines.trade_files import POLYGON_COLUMNS, POLYGON_TRADING_ZONE
 
 DAYS = (date(2026, 1, 5), date(2026, 1, 6))
 
@@ -58,8 +59,19 @@ def copy_references(url: str, path: Path) -> tuple[float, float]:
     made like `trades` (its indexes and constraints)."""
     frame = pl.read_csv(path, infer_schema_length=10_000)
     received = datetime.now(UTC)
+    trading_zone = ZoneInfo(POLYGON_TRADING_ZONE)
     rows = [
-        ("polygon", f"{t}:{e}::{n}", t, datetime.fromtimestamp(s / 1e9, UTC), p, v, i, received, 0)
+        (
+            "polygon",
+            f"{t}:{e}::{n}:{datetime.fromtimestamp(s / 1e9, trading_zone):%Y-%m-%d}",
+            t,
+            datetime.fromtimestamp(s / 1e9, UTC),
+            p,
+            v,
+            i,
+            received,
+            0,
+        )
         for i, (t, e, n, s, p, v) in enumerate(
             frame.select("ticker", "exchange", "id", "sip_timestamp", "price", "size").iter_rows()
         )
