@@ -28,6 +28,7 @@ from core.config import Settings
 from core.db import Connection, connect, prepare
 from core.embedded import market_database
 from core.intervals import CANDLE_ASSETS
+from core.ticks import InvalidTicks, MalformedBody, parse_ticks
 from pipelines.candles import lock_candles
 from pipelines.names import LAKE
 from pipelines.trade_files import (
@@ -41,7 +42,6 @@ from pipelines.trade_files import (
     read_binance,
     read_polygon,
 )
-from serving.ticks import InvalidTicks, MalformedBody, parse_ticks
 
 FORMATS = ("polygon-trades", "binance-trades", "binance-aggtrades", "ticks")
 TICK_BATCH = 100_000  # ticks checked at a time

@@ -17,7 +17,7 @@ from fastapi import HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
-from serving.ticks import MalformedBody
+from core.ticks import MalformedBody
 
 # How long a refused client waits: about the time a batch at the body limit takes to be committed
 # and give its share of the budget back (0.7-1.1 s measured for 10 MiB, 84k ticks, 2 cores).

@@ -15,6 +15,7 @@ from fastapi import Depends, FastAPI, HTTPException, Path, Request, status
 from psycopg_pool import AsyncConnectionPool
 
 from core.config import Settings
+from core.ticks import EARLIEST
 from serving.bodies import InflightBytes
 from serving.candle_cache import CandleCache
 from serving.fanout import Fanout
@@ -22,7 +23,6 @@ from serving.inbox import InboxWriter
 from serving.listener import StreamHub
 from serving.stream import EventFeed
 from serving.symbols import SymbolRegistry
-from serving.ticks import EARLIEST
 
 LATEST = datetime.max.replace(tzinfo=UTC)
 

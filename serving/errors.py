@@ -16,7 +16,7 @@ from psycopg_pool import PoolTimeout
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
 
-from serving.ticks import InvalidTicks, MalformedBody
+from core.ticks import InvalidTicks, MalformedBody
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from serving.ticks import InboxRow
+from core.ticks import InboxRow
 
 # Serializes inbox writers across API processes, so that seq order is commit order.
 INBOX_LOCK_KEY = 0x6D6470_1B0C

@@ -8,12 +8,12 @@ import msgspec
 from fastapi import APIRouter, Request, status
 from pydantic import BaseModel
 
+from core.ticks import InboxRow, InvalidTicks, Tick, parse_ticks
 from serving.auth import IngestAuth
 from serving.bodies import read_body, request_body
 from serving.deps import App, Services
 from serving.errors import refusals
 from serving.symbols import SymbolRegistry
-from serving.ticks import InboxRow, InvalidTicks, Tick, parse_ticks
 
 router = APIRouter(
     prefix="/ingest",
@@ -24,7 +24,7 @@ router = APIRouter(
 
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/x-jsonlines")
 
-# The body is read and validated by msgspec (serving.ticks), so its schema comes from there too.
+# The body is read and validated by msgspec (core.ticks), so its schema comes from there too.
 TICK_SCHEMA = msgspec.json.schema_components([Tick])[1]["Tick"]
 TICK_EXAMPLE = {
     "symbol": "AAPL",

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from serving.ticks import InvalidTicks, MalformedBody, TickError, parse_ticks
+from core.ticks import InvalidTicks, MalformedBody, TickError, parse_ticks
 from tests.support import tick
 
 NOW = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)

@@ -1,5 +1,5 @@
-"""What a tick is (docs/design.md §4) and how a request body becomes rows for the inbox, or a
-refusal.
+"""What a tick is (docs/design.md §4) and how a body of ticks becomes rows for the inbox, or a
+refusal: the trade contract, below every transport (HTTP ingest, `mdp import` of our tick files).
 
 msgspec decodes and validates in one pass (several times faster than a general validator, which
 the ingest throughput needs); only a refused body is walked item by item to list every bad tick."""
