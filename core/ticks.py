@@ -15,6 +15,8 @@ from typing import Annotated
 
 import msgspec
 
+from core.conditions import REGULAR, ConditionRules, rules_of
+
 MAX_FUTURE = timedelta(minutes=5)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # The earliest time Python can hold in UTC; an offset can put a year-1 time before it.
@@ -23,6 +25,8 @@ EARLIEST = datetime.min.replace(tzinfo=UTC)
 NUL_ESCAPE = b"\\u0000"
 
 Positive = Annotated[float, msgspec.Meta(gt=0, le=sys.float_info.max)]  # finite, > 0
+ConditionCode = Annotated[int, msgspec.Meta(ge=0, le=32767)]
+MAX_CONDITIONS = 16
 
 
 class Tick(msgspec.Struct, forbid_unknown_fields=True):
@@ -34,16 +38,25 @@ class Tick(msgspec.Struct, forbid_unknown_fields=True):
     volume: Positive
     source: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     event_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    # Polygon/Massive sale condition codes; none (or an empty list) is a regular trade.
+    conditions: Annotated[list[ConditionCode], msgspec.Meta(max_length=MAX_CONDITIONS)] | None = (
+        None
+    )
 
 
-InboxRow = tuple[str, datetime, float, float, str, str]
+# symbol, ts, price, volume, source, event_id, conditions, and the rules they give: updates
+# high/low, open/close, volume.
+InboxRow = tuple[str, datetime, float, float, str, str, list[int] | None, bool, bool, bool]
 
 _ONE = msgspec.json.Decoder(Tick)
 _MANY = msgspec.json.Decoder(list[Tick])
 _ITEMS = msgspec.json.Decoder(list[msgspec.Raw])
 
 _TS_REASON = "must be an RFC 3339 timestamp with a zone offset, or integer epoch milliseconds"
-_WHERE = re.compile(r"^(?P<message>.*?)(?: - at `\$(?:\.(?P<field>\w+))?`)?$")
+_CONDITIONS_REASON = (
+    f"must be a list of at most {MAX_CONDITIONS} sale condition codes (integers 0 to 32767)"
+)
+_WHERE = re.compile(r"^(?P<message>.*?)(?: - at `\$(?:\.(?P<field>\w+)(?:\[\d+\])?)?`)?$")
 _NAMED = re.compile(r"field `(?P<field>\w+)`")
 
 
@@ -67,7 +80,13 @@ class InvalidTicks(ValueError):
 
 
 def parse_ticks(
-    body: bytes, *, batch: bool, ndjson: bool, symbols: Collection[str], now: datetime
+    body: bytes,
+    *,
+    batch: bool,
+    ndjson: bool,
+    symbols: Collection[str],
+    conditions: ConditionRules,
+    now: datetime,
 ) -> list[InboxRow]:
     """Validate a whole request body; return inbox rows in list order, or raise for all of it."""
     sent = body
@@ -88,11 +107,15 @@ def parse_ticks(
     if not ticks:
         raise InvalidTicks([], "an empty batch stores nothing; send at least one tick")
     errors = _nul_errors(ticks) if NUL_ESCAPE in body else []
-    return _rows(ticks, symbols, now, errors)
+    return _rows(ticks, symbols, conditions, now, errors)
 
 
 def _rows(
-    ticks: list[Tick], symbols: Collection[str], now: datetime, errors: list[TickError]
+    ticks: list[Tick],
+    symbols: Collection[str],
+    conditions: ConditionRules,
+    now: datetime,
+    errors: list[TickError],
 ) -> list[InboxRow]:
     latest = now + MAX_FUTURE
     for i, t in enumerate(ticks):
@@ -108,9 +131,22 @@ def _rows(
             errors.append(TickError(i, "ts", "is before the year 1 in UTC"))
         if t.symbol not in symbols:
             errors.append(_unknown(i, t.symbol))
+        if t.conditions:
+            errors.extend(
+                TickError(i, "conditions", f"unknown sale condition {code}")
+                for code in dict.fromkeys(t.conditions)
+                if code not in conditions
+            )
     if errors:
         raise InvalidTicks(sorted(errors, key=lambda e: (e.index, e.field)))
-    return [msgspec.structs.astuple(t) for t in ticks]
+    return [
+        (
+            *msgspec.structs.astuple(t)[:6],
+            t.conditions or None,
+            *(rules_of(t.conditions, conditions) if t.conditions else REGULAR),
+        )
+        for t in ticks
+    ]
 
 
 def _refusal(body: bytes, *, batch: bool, symbols: Collection[str]) -> InvalidTicks:
@@ -153,6 +189,8 @@ def _explain(index: int, message: str) -> TickError:
         reason = "is not a tick field" if "unknown field" in text else "is required"
     elif field == "ts":
         reason = _TS_REASON
+    elif field == "conditions":
+        reason = _CONDITIONS_REASON
     elif text == "Number out of range" or text.startswith("Expected `float` <="):
         reason = "must be a finite number"
     elif text.startswith("Expected `float` >"):

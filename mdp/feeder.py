@@ -1,5 +1,6 @@
 """The synthetic multi-source feeder: random-walk trades from several exchange-like sources, with
-their own latency and a share of duplicate, out-of-order and late ticks, POSTed until acked."""
+their own latency, sale conditions, and a share of duplicate, out-of-order and late ticks, POSTed
+until acked."""
 
 from __future__ import annotations
 
@@ -20,6 +21,20 @@ log = logging.getLogger(__name__)
 
 SOURCE_NAMES = ["XNAS", "ARCX", "BATS", "IEXG", "EDGX", "MEMX", "XCHI", "LTSE"]
 RETRYABLE = {408, 425, 429, 500, 502, 503, 504}
+# Sale conditions roughly as a consolidated US tape carries them: mostly regular trades, odd lots
+# (37) and intermarket sweeps (14), and a few prints priced away from the market that must not
+# move a bar's prices: average price (2) and derivatively priced (10) trades.
+CONDITION_MIX: tuple[tuple[list[int] | None, float], ...] = (
+    (None, 0.70),
+    ([37], 0.14),
+    ([14], 0.08),
+    ([14, 37], 0.04),
+    ([14, 41], 0.02),
+    ([2], 0.01),
+    ([10], 0.01),
+)
+ODD_LOT = 37
+AWAY_FROM_MARKET = {2, 10}
 
 
 @dataclass
@@ -102,14 +117,22 @@ def make_batch(
         elif roll < cfg.late_share + cfg.out_of_order_share:
             ts = now - timedelta(seconds=rng.uniform(0, 5))
         symbol = rng.choice(cfg.symbols)
+        [conditions] = rng.choices(*zip(*CONDITION_MIX, strict=True))
+        price, volume = walk.step(symbol), rng.randint(100, 500)
+        if conditions and ODD_LOT in conditions:
+            volume = rng.randint(1, 99)
+        if conditions and AWAY_FROM_MARKET & set(conditions):
+            price = round(price * rng.uniform(0.99, 1.01), 4)
         tick = {
             "symbol": symbol,
-            "price": walk.step(symbol),
-            "volume": rng.randint(1, 500),
+            "price": price,
+            "volume": volume,
             "ts": ts.isoformat(timespec="microseconds").replace("+00:00", "Z"),
             "source": source.name,
             "event_id": source.event_id(),
         }
+        if conditions:
+            tick["conditions"] = conditions
         source.sent.append(tick)
         batch.append(tick)
     if rng.random() < cfg.out_of_order_share:

@@ -24,6 +24,7 @@ import msgspec
 import polars as pl
 import psycopg
 
+from core.conditions import SELECT_RULES, ConditionRules, rules_table
 from core.config import Settings
 from core.db import Connection, connect, prepare
 from core.embedded import market_database
@@ -45,11 +46,13 @@ from pipelines.trade_files import (
 
 FORMATS = ("polygon-trades", "binance-trades", "binance-aggtrades", "ticks")
 TICK_BATCH = 100_000  # ticks checked at a time
+TICK_COLUMNS = [name for name in TRADES.names() if name != "line"]  # an inbox row's fields
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 STAGE = (
     "CREATE TEMP TABLE import_stage (line int8, symbol text, ts int8, price float8,"
-    " volume float8, source text, event_id text) ON COMMIT DROP"
+    " volume float8, source text, event_id text, conditions int2[], updates_high_low bool,"
+    " updates_open_close bool, updates_volume bool) ON COMMIT DROP"
 )
 # History is not news: imported trades take `seq` numbers below every other (negative, in file
 # order), so stream readers, whose cursors start after the live trades, never see them.
@@ -60,10 +63,11 @@ SELECT least(coalesce((SELECT min(seq) FROM trades), 0), 0)
 # The staged rows into `trades`, then the symbols' spans; its row: trades stored, days touched.
 _STORED = """
 WITH stored AS (
-    INSERT INTO trades (source, event_id, seq, symbol, ts, price, volume, received_at, batch_id)
+    INSERT INTO trades (source, event_id, seq, symbol, ts, price, volume, received_at, batch_id,
+                        conditions, updates_high_low, updates_open_close, updates_volume)
     SELECT source, event_id, %(below)s + line, symbol,
            'epoch'::timestamptz + ts * interval '1 microsecond', price, volume, now(),
-           %(batch_id)s
+           %(batch_id)s, conditions, updates_high_low, updates_open_close, updates_volume
     FROM {staged}
     {on_conflict}
     RETURNING symbol, ts
@@ -156,8 +160,9 @@ def import_file(url: str, path: Path, fmt: str, symbol: str | None, register: bo
     progress = Progress(path)
     with connect(url) as conn, conn.transaction():
         conn.execute(STAGE)
+        conditions = rules_table(conn.execute(SELECT_RULES).fetchall())
         symbols: set[str] = set()
-        for chunk in _chunks(path, fmt, symbol):
+        for chunk in _chunks(path, fmt, symbol, conditions):
             _stage(conn, path, chunk.trades)
             symbols.update(chunk.trades["symbol"].unique().to_list())
             result.rows += chunk.trades.height
@@ -191,12 +196,14 @@ def _store(conn: Connection, params: dict[str, int]) -> tuple[int, list[date]]:
     return stored, days
 
 
-def _chunks(path: Path, fmt: str, symbol: str | None) -> Iterator[Chunk]:
+def _chunks(
+    path: Path, fmt: str, symbol: str | None, conditions: ConditionRules
+) -> Iterator[Chunk]:
     now_us = (datetime.now(UTC) - EPOCH) // timedelta(microseconds=1)
     if fmt == "polygon-trades":
-        yield from read_polygon(path, now_us=now_us)
+        yield from read_polygon(path, now_us=now_us, conditions=conditions)
     elif fmt == "ticks":
-        yield from _ticks(path)
+        yield from _ticks(path, conditions)
     else:
         name = symbol or binance_symbol(path)
         if not name:
@@ -207,7 +214,7 @@ def _chunks(path: Path, fmt: str, symbol: str | None) -> Iterator[Chunk]:
         yield from read_binance(path, aggregated=aggregated, symbol=name, now_us=now_us)
 
 
-def _ticks(path: Path) -> Iterator[Chunk]:
+def _ticks(path: Path, conditions: ConditionRules) -> Iterator[Chunk]:
     """Our tick shape (NDJSON, CSV with a header, or Parquet), checked exactly as the ingest API
     checks a batch; line numbers count from the first tick."""
     if path.suffix == ".parquet":
@@ -224,7 +231,7 @@ def _ticks(path: Path) -> Iterator[Chunk]:
     line = 1
     for batch in batches:
         records = batch.to_dicts()
-        if "price" in batch.columns and batch.schema["price"] == pl.String:
+        if any(batch.schema.get(c) == pl.String for c in ("price", "conditions")):
             records = [_numbers(r) for r in records]
         try:
             rows = parse_ticks(
@@ -232,6 +239,7 @@ def _ticks(path: Path) -> Iterator[Chunk]:
                 batch=True,
                 ndjson=False,
                 symbols=_EVERY_SYMBOL,
+                conditions=conditions,
                 now=datetime.now(UTC),
             )
         except InvalidTicks as exc:
@@ -240,11 +248,7 @@ def _ticks(path: Path) -> Iterator[Chunk]:
             ) from None
         except MalformedBody as exc:
             raise RefusedFile(path, [RowError(line, "", str(exc))]) from None
-        trades = pl.DataFrame(
-            rows,
-            schema=["symbol", "ts", "price", "volume", "source", "event_id"],
-            orient="row",
-        ).with_columns(
+        trades = pl.DataFrame(rows, schema=TICK_COLUMNS, orient="row").with_columns(
             ts=(pl.col("ts") - EPOCH).dt.total_microseconds(),
             line=pl.int_range(line, line + len(rows), dtype=pl.Int64),
         )
@@ -263,6 +267,11 @@ def _numbers(record: dict[str, object]) -> dict[str, object]:
     ts = out.get("ts")
     if isinstance(ts, str) and ts.lstrip("-").isdigit():
         out["ts"] = int(ts)
+    codes = out.get("conditions")
+    if isinstance(codes, str):  # "12,37" or "[12, 37]"; empty: a regular trade
+        items = [c.strip() for c in codes.strip().strip("[]").split(",") if c.strip()]
+        if all(c.isdigit() for c in items):
+            out["conditions"] = [int(c) for c in items] or None
     return out
 
 
@@ -293,7 +302,12 @@ _EVERY_SYMBOL = _EverySymbol()
 def _stage(conn: Connection, path: Path, trades: pl.DataFrame) -> None:
     if trades.is_empty():
         return
-    text = trades.select(TRADES.names()).write_csv(include_header=False)
+    codes = pl.col("conditions").list.eval(pl.element().cast(pl.String)).list.join(",")
+    text = (
+        trades.select(TRADES.names())
+        .with_columns(conditions=pl.concat_str(pl.lit("{"), codes, pl.lit("}")))
+        .write_csv(include_header=False)
+    )
     if "\x00" in text:  # PostgreSQL text cannot hold it
         raise RefusedFile(path, [RowError(0, "source or event_id", "contains NUL")])
     with conn.cursor().copy("COPY import_stage FROM STDIN (FORMAT csv)") as copy:

@@ -42,6 +42,9 @@ TRADE_SCHEMA = pl.Schema(
         "seq": pl.Int64(),
         "price": pl.Float64(),
         "volume": pl.Float64(),
+        "updates_high_low": pl.Boolean(),
+        "updates_open_close": pl.Boolean(),
+        "updates_volume": pl.Boolean(),
     }
 )
 ARROW_TRADE_SCHEMA = pl.Schema({**TRADE_SCHEMA, "ts": pl.Datetime("us", "UTC")})
@@ -71,21 +74,24 @@ def width_us(interval: str) -> int:
 
 def _roll_up(parts: pl.LazyFrame, width: int, order_by: list[str]) -> pl.DataFrame:
     """Merge candle-shaped rows (a trade is a candle of one trade) into buckets of `width` µs;
-    open and close are the first and last part in `order_by` order."""
+    open and close are the first and last part in `order_by` order that has them, and each field
+    leaves out the parts without it (docs/design.md §5)."""
     return (
         parts.group_by("symbol", (pl.col(order_by[0]) // width * width).alias("bucket"))
         .agg(
-            open=pl.col("open").sort_by(order_by).first(),
+            open=pl.col("open").sort_by(order_by).drop_nulls().first(),
             high=pl.col("high").max(),
             low=pl.col("low").min(),
-            close=pl.col("close").sort_by(order_by).last(),
+            close=pl.col("close").sort_by(order_by).drop_nulls().last(),
             volume=pl.col("volume").sum(),
             notional=pl.col("notional").sum(),
             trade_count=pl.col("trade_count").sum(),
             open_at=pl.col("open_at").min(),
             close_at=pl.col("close_at").max(),
         )
-        .with_columns(vwap=pl.col("notional") / pl.col("volume"))
+        .with_columns(
+            vwap=pl.when(pl.col("trade_count") > 0).then(pl.col("notional") / pl.col("volume"))
+        )
         .rename({"bucket": "bucket_start"})
         .select(CANDLE_COLUMNS)
         .sort("symbol", "bucket_start")
@@ -94,29 +100,40 @@ def _roll_up(parts: pl.LazyFrame, width: int, order_by: list[str]) -> pl.DataFra
 
 
 def candles_from_trades(trades: pl.DataFrame) -> pl.DataFrame:
-    """1m candles from trades (symbol, ts, seq, price, volume); equal timestamps are ordered by
-    `seq`, the acceptance order."""
-    price = pl.col("price")
-    parts = trades.lazy().select(
-        "symbol",
-        "ts",
-        "seq",
-        open=price,
-        high=price,
-        low=price,
-        close=price,
-        volume=pl.col("volume"),
-        notional=price * pl.col("volume"),
-        trade_count=pl.lit(1, pl.Int64),
-        open_at="ts",
-        close_at="ts",
+    """1m candles from trades (symbol, ts, seq, price, volume and the three update rules their
+    sale conditions give); equal timestamps are ordered by `seq`, the acceptance order."""
+    price, volume = pl.col("price"), pl.col("volume")
+    high_low, open_close, counted = (
+        pl.col("updates_high_low"),
+        pl.col("updates_open_close"),
+        pl.col("updates_volume"),
+    )
+    parts = (
+        trades.lazy()
+        .filter(high_low | open_close | counted)
+        .select(
+            "symbol",
+            "ts",
+            "seq",
+            open=pl.when(open_close).then(price),
+            high=pl.when(high_low).then(price),
+            low=pl.when(high_low).then(price),
+            close=pl.when(open_close).then(price),
+            volume=pl.when(counted).then(volume).otherwise(0.0),
+            notional=pl.when(counted).then(price * volume).otherwise(0.0),
+            trade_count=counted.cast(pl.Int64),
+            open_at=pl.when(open_close).then(pl.col("ts")),
+            close_at=pl.when(open_close).then(pl.col("ts")),
+        )
     )
     return _roll_up(parts, width_us("1m"), ["ts", "seq"])
 
 
 def roll_up(minute_candles: pl.DataFrame, interval: str) -> pl.DataFrame:
     """Candles of a coarser `interval` from 1m candles."""
-    parts = minute_candles.lazy().with_columns(notional=pl.col("vwap") * pl.col("volume"))
+    parts = minute_candles.lazy().with_columns(
+        notional=(pl.col("vwap") * pl.col("volume")).fill_null(0.0)
+    )
     return _roll_up(parts, width_us(interval), ["bucket_start"])
 
 
@@ -154,7 +171,8 @@ def read_day_trades(url: str, day: date) -> pl.DataFrame:
     """One UTC day of trades."""
     start, end = day_window(day)
     text = sql.SQL(
-        "SELECT symbol, ts, seq, price, volume FROM trades WHERE ts >= {} AND ts < {}"
+        "SELECT symbol, ts, seq, price, volume, updates_high_low, updates_open_close,"
+        " updates_volume FROM trades WHERE ts >= {} AND ts < {}"
     ).format(sql.Literal(start), sql.Literal(end))
     frame = read_arrow(url, text, ARROW_TRADE_SCHEMA)
     return frame.with_columns(pl.col("ts").dt.epoch("us"))

@@ -64,7 +64,8 @@ def export_day(url: str, lake: Path, day: date) -> ExportedDay:
     trades = read_arrow(
         url,
         sql.SQL(
-            "SELECT symbol, ts, price, volume, source, event_id, seq FROM trades"
+            "SELECT symbol, ts, price, volume, source, event_id, seq, conditions,"
+            " updates_high_low, updates_open_close, updates_volume FROM trades"
             " WHERE ts >= {} AND ts < {} ORDER BY ts, seq"
         ).format(start, end),
     )
@@ -81,7 +82,9 @@ def define_views(conn: duckdb.DuckDBPyConnection, lake: Path) -> None:
                     "low DOUBLE, close DOUBLE, volume DOUBLE, vwap DOUBLE, trade_count BIGINT"),
         "trades": (lake / "trades" / "*" / "*.parquet", "date DATE, symbol VARCHAR, "
                    "ts TIMESTAMPTZ, price DOUBLE, volume DOUBLE, source VARCHAR, "
-                   "event_id VARCHAR, seq BIGINT"),
+                   "event_id VARCHAR, seq BIGINT, conditions SMALLINT[], "
+                   "updates_high_low BOOLEAN, updates_open_close BOOLEAN, "
+                   "updates_volume BOOLEAN"),
     }  # fmt: skip
     for view, (pattern, columns) in sources.items():
         if any(lake.glob(str(pattern.relative_to(lake)))):
@@ -89,7 +92,7 @@ def define_views(conn: duckdb.DuckDBPyConnection, lake: Path) -> None:
             path = str(pattern).replace("'", "''")
             conn.execute(
                 f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM read_parquet('{path}',"  # noqa: S608
-                " hive_partitioning = true, hive_types_autocast = true)"
+                " hive_partitioning = true, hive_types_autocast = true, union_by_name = true)"
             )
         else:
             placeholders = ", ".join(

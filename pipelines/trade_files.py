@@ -1,7 +1,8 @@
 """Historical trade files as canonical trades, in bounded chunks: Polygon/Massive flat files
 (`trades_v1`), Binance spot `trades` and `aggTrades`. Every row is checked; a chunk either comes
-out whole, as columns `line, symbol, ts (epoch µs), price, volume, source, event_id`, or its bad
-rows are listed with their line numbers, fields and reasons. Plain Polars, no Dagster."""
+out whole, as columns `line, symbol, ts (epoch µs), price, volume, source, event_id, conditions`
+and the three update rules the conditions give, or its bad rows are listed with their line
+numbers, fields and reasons. Plain Polars, no Dagster."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import IO
 
 import polars as pl
+
+from core.conditions import REGULAR, ConditionRules, Rules, rules_of
 
 CHUNK_BYTES = 16 * 2**20  # of decompressed text per chunk: memory stays bounded by it
 POLYGON_COLUMNS = (
@@ -37,8 +40,13 @@ TRADES = pl.Schema(
         "volume": pl.Float64(),
         "source": pl.String(),
         "event_id": pl.String(),
+        "conditions": pl.List(pl.Int16()),
+        "updates_high_low": pl.Boolean(),
+        "updates_open_close": pl.Boolean(),
+        "updates_volume": pl.Boolean(),
     }
 )
+RULES = ("updates_high_low", "updates_open_close", "updates_volume")
 MICROS_FROM_1970_TO_YEAR_1 = -62_135_596_800_000_000
 # SIP trade ids are unique per ticker, exchange and TRF within a trading day only (exchanges number
 # their executions per day): the day, in New York, is part of a Polygon trade's identity.
@@ -90,14 +98,22 @@ class Chunk:
     consumed: int  # bytes of the (compressed) file read so far
 
 
-def read_polygon(path: Path, *, now_us: int) -> Iterator[Chunk]:
+def read_polygon(path: Path, *, now_us: int, conditions: ConditionRules) -> Iterator[Chunk]:
     """Polygon/Massive `trades_v1` (`.csv` or `.csv.gz`): identity
     ("polygon", "<ticker>:<exchange>:<trf_id>:<id>:<New York trading date>"), time the SIP
-    timestamp (ns)."""
+    timestamp (ns), sale conditions from `conditions` (codes separated by commas; every one
+    must be registered)."""
     for text, first_line, consumed in _lines(path, header=",".join(POLYGON_COLUMNS)):
         raw = _csv(text, POLYGON_COLUMNS, first_line)
         ticker = pl.col("ticker")
         sip = pl.col("sip_timestamp").cast(pl.Int64, strict=False)
+        listed = pl.col("conditions")
+        codes = (
+            pl.when(listed.str.strip_chars() != "")
+            .then(listed)
+            .str.split(",")
+            .list.eval(pl.element().str.strip_chars().cast(pl.Int16, strict=False))
+        )
         trading_day = (
             pl.from_epoch(sip, time_unit="ns")
             .dt.replace_time_zone("UTC")
@@ -120,14 +136,51 @@ def read_polygon(path: Path, *, now_us: int) -> Iterator[Chunk]:
                 trading_day,
                 separator=":",
             ),
+            conditions=codes,
         )
         checks = {
             "ticker": (ticker.is_null() | ~ticker.str.contains(SYMBOL.pattern), "is not a symbol"),
+            "conditions": (
+                codes.list.eval(pl.element().is_null() | (pl.element() < 0))
+                .list.any()
+                .fill_null(False),
+                "is not a list of condition codes",
+            ),
             "id": (pl.col("id").is_null(), "is missing"),
             "exchange": (pl.col("exchange").is_null(), "is missing"),
             "sip_timestamp": (sip.is_null(), "is not an integer of nanoseconds"),
         }
-        yield Chunk(_checked(path, raw, parsed, checks, now_us), consumed)
+        trades = _checked(path, raw, parsed, checks, now_us)
+        yield Chunk(with_rules(path, trades, conditions), consumed)
+
+
+def with_rules(path: Path, trades: pl.DataFrame, table: ConditionRules) -> pl.DataFrame:
+    """`trades` (with `conditions`) with the three update rules their conditions give; an
+    unregistered code refuses the file. Rules are worked out once per distinct set of codes."""
+    key = pl.col("conditions").list.eval(pl.element().cast(pl.String)).list.join(",")
+    keyed = trades.with_columns(
+        conditions=pl.when(pl.col("conditions").list.len() > 0).then(pl.col("conditions")),
+        key=key.fill_null(""),
+    )
+    rules: dict[str, Rules] = {}
+    errors = []
+    for text, codes in keyed.unique("key").select("key", "conditions").iter_rows():
+        unknown = sorted({code for code in codes or () if code not in table})
+        if not unknown:
+            rules[text] = rules_of(codes or (), table) if codes else REGULAR
+            continue
+        lines = keyed.filter(pl.col("key") == text)["line"].head(20).to_list()
+        errors += [
+            RowError(line, "conditions", f"unknown sale condition {code}")
+            for line in lines
+            for code in unknown
+        ]
+    if errors:
+        raise RefusedFile(path, sorted(errors, key=lambda e: e.line))
+    return keyed.with_columns(
+        pl.col("key").replace_strict({k: r[i] for k, r in rules.items()}).alias(name)
+        for i, name in enumerate(RULES)
+    ).select(TRADES.names())
 
 
 def read_binance(path: Path, *, aggregated: bool, symbol: str, now_us: int) -> Iterator[Chunk]:
@@ -150,12 +203,14 @@ def read_binance(path: Path, *, aggregated: bool, symbol: str, now_us: int) -> I
             volume=pl.col("qty").cast(pl.Float64, strict=False),
             source=pl.lit("binance-agg" if aggregated else "binance"),
             event_id=pl.concat_str(pl.lit(symbol), identity, separator=":"),
+            conditions=pl.lit(None, pl.List(pl.Int16)),
         )
         checks = {
             key: (identity.is_null() | ~identity.str.contains(r"^\d+$"), "is not an integer id"),
             "time": (time.is_null(), "is not integer milliseconds or microseconds"),
         }
-        yield Chunk(_checked(path, raw, parsed, checks, now_us), consumed)
+        trades = _checked(path, raw, parsed, checks, now_us)
+        yield Chunk(trades.with_columns(pl.lit(True).alias(name) for name in RULES), consumed)
 
 
 def _checked(
@@ -186,7 +241,7 @@ def _checked(
     )
     bad = flags.filter(pl.any_horizontal(pl.col("^bad .*$").fill_null(True)))
     if bad.is_empty():
-        return parsed.select(TRADES.names()).cast(TRADES)
+        return parsed.cast({name: TRADES[name] for name in parsed.columns})
     reasons = {field: reason for field, (_, reason) in (checks | common).items()}
     errors = [
         RowError(row["line"], field, reasons[field])

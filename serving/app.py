@@ -104,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ingest.router)
     app.include_router(market.router)
     app.include_router(polygon.router)
+    app.include_router(polygon.reference)
     app.include_router(stocks.router)
     app.include_router(stream.router)
     app.include_router(ops.router)

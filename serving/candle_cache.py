@@ -89,12 +89,12 @@ class Candle(msgspec.Struct):
     """One candle as `/candles` sends it (field order is the response's)."""
 
     bucket_start: str
-    open: float
-    high: float
-    low: float
-    close: float
+    open: float | None
+    high: float | None
+    low: float | None
+    close: float | None
     volume: float
-    vwap: float
+    vwap: float | None
     trade_count: int
     is_final: bool
 

@@ -197,7 +197,7 @@ class Fanout:
         return [
             {"ev": kind, "sym": sym, "v": volume, "av": day_volume, "op": day_open, "vw": vwap,
              "o": open_, "c": close, "h": high, "l": low, "a": day_vwap,
-             "z": volume / count, "n": count, "s": start, "e": start + width}
+             "z": volume / count if count else 0, "n": count, "s": start, "e": start + width}
             for (sym, start, open_, high, low, close, volume, vwap, count,
                  day_volume, day_open, day_vwap) in rows
         ]  # fmt: skip
@@ -229,7 +229,7 @@ class Fanout:
 
 
 def _trade(trade: dict[str, Any]) -> Event:
-    return {
+    event = {
         "ev": "T",
         "sym": trade["symbol"],
         "i": trade["event_id"],
@@ -238,6 +238,9 @@ def _trade(trade: dict[str, Any]) -> Event:
         "t": (datetime.fromisoformat(trade["ts"]) - EPOCH) // MILLISECOND,
         "q": trade["seq"],
     }
+    if "conditions" in trade:
+        event["c"] = trade["conditions"]
+    return event
 
 
 def _now_ms() -> int:

@@ -16,10 +16,15 @@ from core.ticks import InboxRow
 # Serializes inbox writers across API processes, so that seq order is commit order.
 INBOX_LOCK_KEY = 0x6D6470_1B0C
 
-INBOX_COLUMNS = "symbol, ts, price, volume, source, event_id"
+INBOX_COLUMNS = (
+    "symbol, ts, price, volume, source, event_id, conditions, updates_high_low,"
+    " updates_open_close, updates_volume"
+)
 NOTIFY_STREAM = "NOTIFY mdp_stream"
 COPY_INBOX = f"COPY trade_inbox ({INBOX_COLUMNS}) FROM STDIN (FORMAT BINARY)"
-COPY_TYPES = ["text", "timestamptz", "float8", "float8", "text", "text"]
+COPY_TYPES = [
+    "text", "timestamptz", "float8", "float8", "text", "text", "int2[]", "bool", "bool", "bool"
+]  # fmt: skip
 
 
 @dataclass

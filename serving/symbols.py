@@ -1,10 +1,13 @@
-"""The registered symbols, cached in the API process and re-read when an unknown one shows up."""
+"""The registered symbols and sale conditions, cached in the API process and re-read when an
+unknown one shows up."""
 
 from __future__ import annotations
 
 import time
 
 from psycopg_pool import AsyncConnectionPool
+
+from core.conditions import SELECT_RULES, ConditionRules, rules_table
 
 REFRESH_AT_MOST_EVERY_SECONDS = 2.0
 
@@ -13,18 +16,26 @@ class SymbolRegistry:
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self._pool = pool
         self._symbols: frozenset[str] = frozenset()
+        self._conditions: ConditionRules = {}
         self._loaded_at = float("-inf")
 
     @property
     def symbols(self) -> frozenset[str]:
         return self._symbols
 
+    @property
+    def conditions(self) -> ConditionRules:
+        """The rules of every registered sale condition, by code."""
+        return self._conditions
+
     async def refresh(self) -> bool:
-        """Re-read the symbols unless that happened moments ago; True when it did."""
+        """Re-read symbols and conditions unless that happened moments ago; True when it did."""
         if time.monotonic() - self._loaded_at < REFRESH_AT_MOST_EVERY_SECONDS:
             return False
         async with self._pool.connection() as conn:
             rows = await (await conn.execute("SELECT symbol FROM symbols")).fetchall()
+            conditions = await (await conn.execute(SELECT_RULES)).fetchall()
         self._symbols = frozenset(r[0] for r in rows)
+        self._conditions = rules_table(conditions)
         self._loaded_at = time.monotonic()
         return True

@@ -154,6 +154,7 @@ trade_lists = st.lists(
 def test_candles_match_a_plain_computation_for_any_trades(trades: list[dict[str, Any]]) -> None:
     for seq, trade in enumerate(trades):
         trade["seq"] = seq  # acceptance order: the order hypothesis generated them in
+        trade |= dict.fromkeys(("updates_high_low", "updates_open_close", "updates_volume"), True)
     minute = candles_from_trades(pl.DataFrame(trades))
     for interval, frame in [("1m", minute)] + [(i, roll_up(minute, i)) for i in ("5m", "1h", "1d")]:
         got = {

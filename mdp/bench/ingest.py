@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 
+from core.conditions import REGULAR
 from core.config import Settings
 from core.db import connect
 from mdp.bench.load import request_bytes, run_load
@@ -52,6 +53,8 @@ def copy_references(url: str, ticks: list[dict[str, Any]]) -> tuple[float, float
             float(t["volume"]),
             t["source"],
             t["event_id"],
+            t.get("conditions"),
+            *REGULAR,
         )
         for t in ticks
     ]

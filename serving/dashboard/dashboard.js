@@ -77,6 +77,11 @@ function drawChart(candles) {
       bars.push({ time: gap });  // whitespace: no trade in this bucket
       volumes.push({ time: gap });
     }
+    if (c.open === null) {  // volume only: no trade of the bucket may set its prices
+      bars.push({ time });
+      volumes.push({ time, value: c.volume, color: "#4a5568" });
+      continue;
+    }
     bars.push({ time, open: c.open, high: c.high, low: c.low, close: c.close });
     volumes.push({ time, value: c.volume, color: c.close >= c.open ? "#1d5c3e" : "#7a2d31" });
   }

@@ -87,12 +87,24 @@ async def _validate(
     registry: SymbolRegistry, body: bytes, *, batch: bool, ndjson: bool
 ) -> list[InboxRow]:
     try:
-        return parse_ticks(body, batch=batch, ndjson=ndjson, symbols=registry.symbols, now=_now())
+        return _parse(registry, body, batch=batch, ndjson=ndjson)
     except InvalidTicks as exc:
-        # A symbol registered since the cache was filled is not unknown: look once more.
-        if not any(e.field == "symbol" for e in exc.errors) or not await registry.refresh():
+        # A symbol or condition registered since the cache was filled is not unknown: look again.
+        registered = ("symbol", "conditions")
+        if not any(e.field in registered for e in exc.errors) or not await registry.refresh():
             raise
-    return parse_ticks(body, batch=batch, ndjson=ndjson, symbols=registry.symbols, now=_now())
+    return _parse(registry, body, batch=batch, ndjson=ndjson)
+
+
+def _parse(registry: SymbolRegistry, body: bytes, *, batch: bool, ndjson: bool) -> list[InboxRow]:
+    return parse_ticks(
+        body,
+        batch=batch,
+        ndjson=ndjson,
+        symbols=registry.symbols,
+        conditions=registry.conditions,
+        now=_now(),
+    )
 
 
 def _now() -> datetime:

@@ -1,11 +1,12 @@
-"""Market-data reads: symbols, tickers (latest trade and today's figures), trade history and
-candles. Candles are live: materialized buckets merged with trades accepted moments ago."""
+"""Market-data reads: symbols, tickers (latest trade and today's figures), trade history,
+candles and the trades that made each. Candles are live: materialized buckets merged with trades
+accepted moments ago."""
 
 from __future__ import annotations
 
 import io
 from datetime import UTC, datetime, time, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
@@ -14,6 +15,7 @@ from pydantic import BaseModel
 
 from core.db import query
 from core.intervals import INTERVALS, Interval
+from core.ticks import EARLIEST, EPOCH
 from serving.auth import ReadAuth
 from serving.candle_cache import Candle as CacheCandle
 from serving.candle_cache import Page
@@ -61,13 +63,14 @@ def _trade(row: tuple[Any, ...]) -> Trade:
 
 
 class DayFigures(BaseModel):
-    """Today (UTC) so far, pending trades included; change is against yesterday's close."""
+    """Today (UTC) so far, pending trades included; change is against yesterday's close. Prices
+    are null while no trade of the day may set them (sale conditions, docs/design.md §5)."""
 
     date: str
-    open: float
-    high: float
-    low: float
-    last: float
+    open: float | None
+    high: float | None
+    low: float | None
+    last: float | None
     volume: float
     trade_count: int
     previous_close: float | None
@@ -89,13 +92,16 @@ class TradeHistory(BaseModel):
 
 
 class Candle(BaseModel):
+    """A bucket's bar under the sale-condition rules: open and close, high and low are null when
+    none of its trades may set them, vwap when none counts in volume."""
+
     bucket_start: datetime
-    open: float
-    high: float
-    low: float
-    close: float
+    open: float | None
+    high: float | None
+    low: float | None
+    close: float | None
     volume: float
-    vwap: float
+    vwap: float | None
     trade_count: int
     is_final: bool
 
@@ -138,7 +144,7 @@ async def _ticker(registry: Registry, pool: Pool, symbol: str) -> Ticker:
         _, open_, high, low, last, volume, count = current
         previous = by_day.get(today - timedelta(days=1))
         previous_close = previous[4] if previous else None
-        change = last - previous_close if previous_close else None
+        change = last - previous_close if previous_close and last is not None else None
         figures = DayFigures(
             date=today.isoformat(),
             open=open_,
@@ -290,6 +296,87 @@ async def candles(
         (head, b',"candles":[', b",".join(page.candles), b'],"next_page_token":', tail, b"}")
     )
     return Response(body, media_type="application/json")
+
+
+CountsIn = Literal["open_close", "high_low", "volume"]
+
+
+class BucketTrade(BaseModel):
+    source: str
+    event_id: str
+    ts: datetime
+    price: float
+    volume: float
+    conditions: list[int] | None
+    counts_in: list[CountsIn]
+    """Which fields of the candle this trade counted in, by its sale conditions."""
+
+
+class BucketTrades(BaseModel):
+    symbol: str
+    interval: Interval
+    bucket_start: datetime
+    trades: list[BucketTrade]
+    next_page_token: str | None
+
+
+@router.get("/candles/trades", responses=SYMBOL_READ)
+async def candle_trades(
+    pool: Pool,
+    registry: Registry,
+    symbol: QuerySymbol,
+    bucket_start: datetime,
+    interval: Interval = "1m",
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    page_token: str | None = None,
+) -> BucketTrades:
+    """Every trade of one candle's bucket, accepted ones still pending included, in the order
+    that fixes its open and close, each with the fields it counted in (`counts_in`: its sale
+    conditions decide): the trades summed back under those give the candle exactly."""
+    await known_symbol(registry, symbol)
+    start = utc(bucket_start, "bucket_start")
+    width = INTERVALS[interval]
+    if (start - EPOCH) % width:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"bucket_start is not the start of a {interval} bucket",
+        )
+    after = _after(page_token) if page_token else (EARLIEST, FIRST_SEQ)
+    params = {"symbol": symbol, "start": start, "end": shifted(start, width), "limit": limit}
+    params |= {"ts": after[0], "seq": after[1]}
+    async with pool.connection() as conn:
+        rows = await (await conn.execute(query("bucket_trades"), params)).fetchall()
+    more, rows = len(rows) > limit, rows[:limit]
+    trades = [
+        BucketTrade(
+            source=source, event_id=event_id, ts=ts, price=price, volume=volume,
+            conditions=conditions,
+            counts_in=_counts_in(high_low, open_close, counted),
+        )
+        for (source, event_id, ts, _, price, volume, conditions, high_low, open_close,
+             counted) in rows
+    ]  # fmt: skip
+    token = f"{rows[-1][2].astimezone(UTC).isoformat()}~{rows[-1][3]}" if more else None
+    return BucketTrades(
+        symbol=symbol, interval=interval, bucket_start=start, trades=trades, next_page_token=token
+    )
+
+
+def _counts_in(high_low: bool, open_close: bool, volume: bool) -> list[CountsIn]:
+    fields: list[tuple[CountsIn, bool]] = [
+        ("open_close", open_close), ("high_low", high_low), ("volume", volume)
+    ]  # fmt: skip
+    return [field for field, counts in fields if counts]
+
+
+def _after(token: str) -> tuple[datetime, int]:
+    try:
+        moment, seq = token.split("~")
+        return utc(datetime.fromisoformat(moment), "page_token"), int(seq)
+    except ValueError as exc:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, "page_token is not one we issued"
+        ) from exc
 
 
 def _arrow(rows: list[CacheCandle]) -> bytes:

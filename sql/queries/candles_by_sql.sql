@@ -1,18 +1,21 @@
 -- Candles of one interval computed by PostgreSQL alone over the trades in [start, end), of one
 -- symbol or of all when %(symbol)s is null: the independent reference the tests hold the Polars
--- path to, and the benchmarks' SQL baseline.
+-- path to, and the benchmarks' SQL baseline. Each field counts the trades its sale conditions let
+-- update it; a bucket whose trades may update nothing has no candle.
 SELECT symbol,
        date_bin(%(width)s, ts, 'epoch') AS bucket_start,
-       (array_agg(price ORDER BY ts, seq))[1] AS open,
-       max(price) AS high,
-       min(price) AS low,
-       (array_agg(price ORDER BY ts DESC, seq DESC))[1] AS close,
-       sum(volume) AS volume,
-       sum(price * volume) / sum(volume) AS vwap,
-       count(*) AS trade_count,
-       min(ts) AS open_at,
-       max(ts) AS close_at
+       (array_agg(price ORDER BY ts, seq) FILTER (WHERE updates_open_close))[1] AS open,
+       max(price) FILTER (WHERE updates_high_low) AS high,
+       min(price) FILTER (WHERE updates_high_low) AS low,
+       (array_agg(price ORDER BY ts DESC, seq DESC) FILTER (WHERE updates_open_close))[1] AS close,
+       coalesce(sum(volume) FILTER (WHERE updates_volume), 0) AS volume,
+       sum(price * volume) FILTER (WHERE updates_volume)
+           / sum(volume) FILTER (WHERE updates_volume) AS vwap,
+       count(*) FILTER (WHERE updates_volume) AS trade_count,
+       min(ts) FILTER (WHERE updates_open_close) AS open_at,
+       max(ts) FILTER (WHERE updates_open_close) AS close_at
 FROM trades
 WHERE ts >= %(start)s AND ts < %(end)s AND (%(symbol)s::text IS NULL OR symbol = %(symbol)s)
+  AND (updates_high_low OR updates_open_close OR updates_volume)
 GROUP BY 1, 2
 ORDER BY 1, 2

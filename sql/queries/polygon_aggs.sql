@@ -43,12 +43,12 @@ bars AS (
                WHEN 'monday' THEN date_bin(%(width)s, bucket_start, '1970-01-05 00:00+00')
                ELSE make_timestamptz(month_index / 12, month_index %% 12 + 1, 1, 0, 0, 0, 'UTC')
            END AS t,
-           (array_agg(open ORDER BY bucket_start))[1] AS o,
+           (array_agg(open ORDER BY bucket_start) FILTER (WHERE open IS NOT NULL))[1] AS o,
            max(high) AS h,
            min(low) AS l,
-           (array_agg(close ORDER BY bucket_start DESC))[1] AS c,
+           (array_agg(close ORDER BY bucket_start DESC) FILTER (WHERE close IS NOT NULL))[1] AS c,
            sum(volume) AS v,
-           sum(vwap * volume) / sum(volume) AS vw,
+           sum(vwap * volume) / nullif(sum(volume), 0) AS vw,
            sum(trade_count) AS n
     FROM months
     GROUP BY 1

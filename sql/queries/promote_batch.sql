@@ -15,30 +15,35 @@
 WITH moved AS (
     DELETE FROM trade_inbox
     WHERE seq <= %(up_to_seq)s
-    RETURNING seq, received_at, symbol, ts, price, volume, source, event_id
+    RETURNING seq, received_at, symbol, ts, price, volume, source, event_id, conditions,
+              updates_high_low, updates_open_close, updates_volume
 ),
 inserted AS (
     -- Rows go in in acceptance order, so of two with one identity in this batch the first
     -- accepted goes in and the later one is a conflict, like a twin promoted long ago.
-    INSERT INTO trades (source, event_id, seq, symbol, ts, price, volume, received_at, batch_id)
-    SELECT source, event_id, seq, symbol, ts, price, volume, received_at, %(batch_id)s
+    INSERT INTO trades (source, event_id, seq, symbol, ts, price, volume, received_at, batch_id,
+                        conditions, updates_high_low, updates_open_close, updates_volume)
+    SELECT source, event_id, seq, symbol, ts, price, volume, received_at, %(batch_id)s,
+           conditions, updates_high_low, updates_open_close, updates_volume
     FROM moved
     ORDER BY seq
     ON CONFLICT (source, event_id) DO NOTHING
-    RETURNING symbol, ts, seq, price, volume
+    RETURNING symbol, ts, seq, price, volume, updates_high_low, updates_open_close, updates_volume
 ),
-minutes AS (
+minutes AS (  -- each field over the trades its rules let update it (docs/design.md §5)
     SELECT symbol, date_bin('1 minute', ts, 'epoch') AS bucket_start,
-           (array_agg(price ORDER BY ts, seq))[1] AS open,
-           max(price) AS high,
-           min(price) AS low,
-           (array_agg(price ORDER BY ts DESC, seq DESC))[1] AS close,
-           sum(volume) AS volume,
-           sum(price * volume) AS notional,
-           count(*) AS trade_count,
-           min(ts) AS open_at,
-           max(ts) AS close_at
+           (array_agg(price ORDER BY ts, seq) FILTER (WHERE updates_open_close))[1] AS open,
+           max(price) FILTER (WHERE updates_high_low) AS high,
+           min(price) FILTER (WHERE updates_high_low) AS low,
+           (array_agg(price ORDER BY ts DESC, seq DESC) FILTER (WHERE updates_open_close))[1]
+               AS close,
+           coalesce(sum(volume) FILTER (WHERE updates_volume), 0) AS volume,
+           coalesce(sum(price * volume) FILTER (WHERE updates_volume), 0) AS notional,
+           count(*) FILTER (WHERE updates_volume) AS trade_count,
+           min(ts) FILTER (WHERE updates_open_close) AS open_at,
+           max(ts) FILTER (WHERE updates_open_close) AS close_at
     FROM inserted
+    WHERE updates_high_low OR updates_open_close OR updates_volume
     GROUP BY 1, 2
 ),
 partials AS (  -- the batch's own candles: 1m from its trades, the coarser ones from those
@@ -47,9 +52,10 @@ partials AS (  -- the batch's own candles: 1m from its trades, the coarser ones 
     FROM minutes
     UNION ALL
     SELECT m.symbol, w."interval", date_bin(w.width, m.bucket_start, 'epoch'),
-           (array_agg(m.open ORDER BY m.open_at))[1], max(m.high), min(m.low),
-           (array_agg(m.close ORDER BY m.close_at DESC))[1], sum(m.volume), sum(m.notional),
-           sum(m.trade_count), min(m.open_at), max(m.close_at)
+           (array_agg(m.open ORDER BY m.open_at) FILTER (WHERE m.open_at IS NOT NULL))[1],
+           max(m.high), min(m.low),
+           (array_agg(m.close ORDER BY m.close_at DESC) FILTER (WHERE m.close_at IS NOT NULL))[1],
+           sum(m.volume), sum(m.notional), sum(m.trade_count), min(m.open_at), max(m.close_at)
     FROM minutes m
     CROSS JOIN unnest(%(intervals)s::text[], %(widths)s::interval[]) AS w("interval", width)
     GROUP BY 1, 2, 3
@@ -59,12 +65,14 @@ merged AS (
         (symbol, "interval", bucket_start, open, high, low, close, volume, vwap, trade_count,
          open_at, close_at, updated_at)
     SELECT p.symbol, p."interval", p.bucket_start,
-           CASE WHEN e.open_at IS NULL OR p.open_at < e.open_at THEN p.open ELSE e.open END,
-           greatest(e.high, p.high),
+           CASE WHEN e.open_at IS NULL OR p.open_at < e.open_at THEN coalesce(p.open, e.open)
+                ELSE e.open END,
+           greatest(e.high, p.high),  -- greatest and least leave NULLs out
            least(e.low, p.low),
-           CASE WHEN e.close_at IS NULL OR p.close_at >= e.close_at THEN p.close ELSE e.close END,
+           CASE WHEN e.close_at IS NULL OR p.close_at >= e.close_at THEN coalesce(p.close, e.close)
+                ELSE e.close END,
            coalesce(e.volume, 0) + p.volume,
-           (coalesce(e.vwap * e.volume, 0) + p.notional) / (coalesce(e.volume, 0) + p.volume),
+           (coalesce(e.vwap * e.volume, 0) + p.notional) / nullif(coalesce(e.volume, 0) + p.volume, 0),
            coalesce(e.trade_count, 0) + p.trade_count,
            least(e.open_at, p.open_at),
            greatest(e.close_at, p.close_at),

@@ -1,10 +1,10 @@
 -- Per UTC day and symbol in [start, end): the trade count and volume of one interval's candles
--- against the canonical trades. Returns only the days that disagree (counts exactly, volumes
--- beyond floating-point summation noise).
+-- against the canonical trades that may count in volume (their sale conditions allow it). Returns
+-- only the days that disagree (counts exactly, volumes beyond floating-point summation noise).
 WITH traded AS (
     SELECT symbol, date_bin('1 day', ts, 'epoch') AS day, count(*) AS trades, sum(volume) AS volume
     FROM trades
-    WHERE ts >= %(start)s AND ts < %(end)s
+    WHERE ts >= %(start)s AND ts < %(end)s AND updates_volume
     GROUP BY 1, 2
 ),
 candled AS (
@@ -14,10 +14,10 @@ candled AS (
     WHERE "interval" = %(interval)s AND bucket_start >= %(start)s AND bucket_start < %(end)s
     GROUP BY 1, 2
 )
-SELECT symbol, day, t.trades AS trades, c.trades AS candle_trades, t.volume AS volume,
-       c.volume AS candle_volume
+SELECT symbol, day, coalesce(t.trades, 0) AS trades, coalesce(c.trades, 0) AS candle_trades,
+       coalesce(t.volume, 0) AS volume, coalesce(c.volume, 0) AS candle_volume
 FROM traded t
 FULL JOIN candled c USING (symbol, day)
-WHERE t.trades IS DISTINCT FROM c.trades
-   OR abs(t.volume - c.volume) > 1e-9 * t.volume
+WHERE coalesce(t.trades, 0) <> coalesce(c.trades, 0)
+   OR abs(coalesce(t.volume, 0) - coalesce(c.volume, 0)) > 1e-9 * coalesce(t.volume, 0)
 ORDER BY symbol, day

@@ -1,16 +1,18 @@
 -- The /stocks WebSocket's bars (A: %(width)s = 1 second, AM: 1 minute): for each symbol (all when
 -- %(symbols)s is NULL) and bucket of %(width)s in [%(start)s, %(end)s), the bar of its accepted
--- trades, promoted or still pending (resends left out; open and close by time, then acceptance),
+-- trades, promoted or still pending (resends left out; open and close by time, then acceptance;
+-- each field over the trades their sale conditions let update it),
 -- with the symbol's UTC day so far: its volume, open and VWAP (materialized merged with pending).
 WITH accepted AS (
-    SELECT symbol, ts, seq, price, volume
+    SELECT symbol, ts, seq, price, volume, updates_high_low, updates_open_close, updates_volume
     FROM trades
     WHERE ts >= %(start)s AND ts < %(end)s
       AND (%(symbols)s::text[] IS NULL OR symbol = ANY(%(symbols)s::text[]))
     UNION ALL
-    SELECT symbol, ts, seq, price, volume
+    SELECT symbol, ts, seq, price, volume, updates_high_low, updates_open_close, updates_volume
     FROM (
-        SELECT DISTINCT ON (i.source, i.event_id) i.symbol, i.ts, i.seq, i.price, i.volume
+        SELECT DISTINCT ON (i.source, i.event_id) i.symbol, i.ts, i.seq, i.price, i.volume,
+               i.updates_high_low, i.updates_open_close, i.updates_volume
         FROM trade_inbox i
         WHERE i.ts >= %(start)s AND i.ts < %(end)s
           AND (%(symbols)s::text[] IS NULL OR i.symbol = ANY(%(symbols)s::text[]))
@@ -21,14 +23,17 @@ WITH accepted AS (
 bars AS (
     SELECT symbol,
            date_bin(%(width)s, ts, 'epoch') AS bucket_start,
-           (array_agg(price ORDER BY ts, seq))[1] AS open,
-           max(price) AS high,
-           min(price) AS low,
-           (array_agg(price ORDER BY ts DESC, seq DESC))[1] AS close,
-           sum(volume) AS volume,
-           sum(price * volume) / sum(volume) AS vwap,
-           count(*) AS trade_count
+           (array_agg(price ORDER BY ts, seq) FILTER (WHERE updates_open_close))[1] AS open,
+           max(price) FILTER (WHERE updates_high_low) AS high,
+           min(price) FILTER (WHERE updates_high_low) AS low,
+           (array_agg(price ORDER BY ts DESC, seq DESC) FILTER (WHERE updates_open_close))[1]
+               AS close,
+           coalesce(sum(volume) FILTER (WHERE updates_volume), 0) AS volume,
+           sum(price * volume) FILTER (WHERE updates_volume)
+               / sum(volume) FILTER (WHERE updates_volume) AS vwap,
+           count(*) FILTER (WHERE updates_volume) AS trade_count
     FROM accepted
+    WHERE updates_high_low OR updates_open_close OR updates_volume
     GROUP BY 1, 2
 )
 SELECT b.symbol,

@@ -12,12 +12,12 @@
 WITH trade_candidates AS MATERIALIZED (
     SELECT *
     FROM (
-        (SELECT seq, symbol, ts, price, volume, source, event_id, true AS promoted
+        (SELECT seq, symbol, ts, price, volume, source, event_id, conditions, true AS promoted
          FROM trades
          WHERE %(want_trades)s AND seq > %(after_trade)s
          ORDER BY seq LIMIT %(batch)s)
         UNION ALL
-        (SELECT seq, symbol, ts, price, volume, source, event_id, false
+        (SELECT seq, symbol, ts, price, volume, source, event_id, conditions, false
          FROM trade_inbox
          WHERE %(want_trades)s AND seq > %(after_trade)s
          ORDER BY seq LIMIT %(batch)s)
@@ -43,9 +43,9 @@ FROM (
     SELECT 'candles_kept', CASE WHEN %(want_candles)s THEN (SELECT min(id) FROM candle_updates) END,
            NULL, NULL
     UNION ALL
-    (SELECT 'trade', seq, symbol, json_build_object(
+    (SELECT 'trade', seq, symbol, json_strip_nulls(json_build_object(  -- conditions only if any
                 'symbol', symbol, 'ts', ts, 'price', price, 'volume', volume, 'source', source,
-                'event_id', event_id, 'seq', seq)::text
+                'event_id', event_id, 'seq', seq, 'conditions', conditions))::text
      FROM trade_candidates c
      WHERE (%(symbols)s::text[] IS NULL OR symbol = ANY(%(symbols)s::text[]))
        AND (promoted OR (

@@ -8,28 +8,32 @@ from typing import Any
 
 import pytest
 
+from core.conditions import Rules
 from core.ticks import InvalidTicks, MalformedBody, TickError, parse_ticks
 from tests.support import tick
 
 NOW = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
 SYMBOLS = {"AAPL", "MSFT"}
+# Odd lot, derivatively priced, intermarket sweep, and a flag that restricts nothing.
+CONDITIONS = {37: Rules(False, False, True), 10: Rules(True, False, True), 14: Rules(), 60: None}
+CONTEXT: dict[str, Any] = {"symbols": SYMBOLS, "conditions": CONDITIONS, "now": NOW}
 
 
 def parse(body: object, *, batch: bool = True) -> list[tuple[object, ...]]:
     raw = json.dumps(body).encode()
-    return list(parse_ticks(raw, batch=batch, ndjson=False, symbols=SYMBOLS, now=NOW))
+    return list(parse_ticks(raw, batch=batch, ndjson=False, **CONTEXT))
 
 
 def refusal(body: bytes | object, *, batch: bool = True, ndjson: bool = False) -> InvalidTicks:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     with pytest.raises(InvalidTicks) as refused:
-        parse_ticks(raw, batch=batch, ndjson=ndjson, symbols=SYMBOLS, now=NOW)
+        parse_ticks(raw, batch=batch, ndjson=ndjson, **CONTEXT)
     return refused.value
 
 
 def test_a_batch_becomes_rows_in_list_order_in_utc() -> None:
     rows = parse([tick(1, ts="2026-11-20T09:30:00-05:00"), tick(2, ts=1_763_650_800_250)])
-    assert rows == [
+    assert [row[:6] for row in rows] == [
         ("AAPL", datetime(2026, 11, 20, 14, 30, tzinfo=UTC), 187.25, 100.0, "XNAS", "e-1"),
         (
             "AAPL",
@@ -40,11 +44,12 @@ def test_a_batch_becomes_rows_in_list_order_in_utc() -> None:
             "e-2",
         ),
     ]
+    assert all(row[6:] == (None, True, True, True) for row in rows)  # regular trades
 
 
 def test_ndjson_lines_are_a_batch() -> None:
     body = b"\n".join(json.dumps(tick(i)).encode() for i in range(3)) + b"\n\n"
-    rows = parse_ticks(body, batch=True, ndjson=True, symbols=SYMBOLS, now=NOW)
+    rows = parse_ticks(body, batch=True, ndjson=True, **CONTEXT)
     assert [r[5] for r in rows] == ["e-0", "e-1", "e-2"]
 
 
@@ -87,6 +92,57 @@ def test_an_empty_batch_and_the_wrong_shape_are_refused() -> None:
 
 def test_broken_json_is_malformed_not_invalid() -> None:
     with pytest.raises(MalformedBody, match="malformed JSON"):
-        parse_ticks(b'[{"symbol": ', batch=True, ndjson=False, symbols=SYMBOLS, now=NOW)
+        parse_ticks(
+            b'[{"symbol": ',
+            batch=True,
+            ndjson=False,
+            symbols=SYMBOLS,
+            conditions=CONDITIONS,
+            now=NOW,
+        )
     with pytest.raises(MalformedBody, match="line 2"):
-        parse_ticks(b'{"a": 1}\n{oops\n', batch=True, ndjson=True, symbols=SYMBOLS, now=NOW)
+        parse_ticks(
+            b'{"a": 1}\n{oops\n',
+            batch=True,
+            ndjson=True,
+            symbols=SYMBOLS,
+            conditions=CONDITIONS,
+            now=NOW,
+        )
+
+
+@pytest.mark.parametrize(
+    ("conditions", "stored", "rules"),
+    [
+        (None, None, (True, True, True)),
+        ([], None, (True, True, True)),
+        ([14], [14], (True, True, True)),
+        ([37], [37], (False, False, True)),
+        ([10], [10], (True, False, True)),
+        ([10, 37], [10, 37], (False, False, True)),  # the most restrictive wins, field by field
+        ([60], [60], (True, True, True)),  # a flag without rules restricts nothing
+    ],
+)
+def test_sale_conditions_give_a_tick_its_rules(
+    conditions: list[int] | None, stored: list[int] | None, rules: tuple[bool, ...]
+) -> None:
+    [row] = parse([tick(conditions=conditions)])
+    assert row[6] == stored
+    assert row[7:] == rules
+
+
+def test_an_unknown_condition_is_refused_by_its_code() -> None:
+    errors = refusal([tick(), tick(conditions=[14, 99, 98, 99])]).errors
+    assert errors == [
+        TickError(1, "conditions", "unknown sale condition 99"),
+        TickError(1, "conditions", "unknown sale condition 98"),
+    ]
+
+
+@pytest.mark.parametrize("conditions", [["37"], [-1], [40000], 37, list(range(17))])
+def test_conditions_must_be_a_short_list_of_codes(conditions: object) -> None:
+    [error] = refusal([tick(conditions=conditions)]).errors
+    assert (error.field, error.reason) == (
+        "conditions",
+        "must be a list of at most 16 sale condition codes (integers 0 to 32767)",
+    )
