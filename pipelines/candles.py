@@ -172,7 +172,7 @@ def read_day_trades(url: str, day: date) -> pl.DataFrame:
     start, end = day_window(day)
     text = sql.SQL(
         "SELECT symbol, ts, seq, price, volume, updates_high_low, updates_open_close,"
-        " updates_volume FROM trades WHERE ts >= {} AND ts < {}"
+        " updates_volume FROM trades WHERE ts >= {} AND ts < {} AND cancelled_at IS NULL"
     ).format(sql.Literal(start), sql.Literal(end))
     frame = read_arrow(url, text, ARROW_TRADE_SCHEMA)
     return frame.with_columns(pl.col("ts").dt.epoch("us"))

@@ -65,7 +65,7 @@ def export_day(url: str, lake: Path, day: date) -> ExportedDay:
         url,
         sql.SQL(
             "SELECT symbol, ts, price, volume, source, event_id, seq, conditions,"
-            " updates_high_low, updates_open_close, updates_volume FROM trades"
+            " updates_high_low, updates_open_close, updates_volume, cancelled_at FROM trades"
             " WHERE ts >= {} AND ts < {} ORDER BY ts, seq"
         ).format(start, end),
     )
@@ -84,7 +84,7 @@ def define_views(conn: duckdb.DuckDBPyConnection, lake: Path) -> None:
                    "ts TIMESTAMPTZ, price DOUBLE, volume DOUBLE, source VARCHAR, "
                    "event_id VARCHAR, seq BIGINT, conditions SMALLINT[], "
                    "updates_high_low BOOLEAN, updates_open_close BOOLEAN, "
-                   "updates_volume BOOLEAN"),
+                   "updates_volume BOOLEAN, cancelled_at TIMESTAMPTZ"),
     }  # fmt: skip
     for view, (pattern, columns) in sources.items():
         if any(lake.glob(str(pattern.relative_to(lake)))):

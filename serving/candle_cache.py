@@ -71,7 +71,8 @@ ORDER BY changed.id
 CLOSED_CANDLES = """
 SELECT (extract(epoch FROM bucket_start) * 1000000)::int8,
        to_char(bucket_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
-       open, high, low, close, volume, vwap, trade_count, true  -- closed, none pending: final
+       open, high, low, close, volume, vwap, trade_count, revision,
+       true  -- closed, none pending: final
 FROM candles
 WHERE symbol = %s AND "interval" = %s AND bucket_start >= %s AND bucket_start < %s
 ORDER BY bucket_start
@@ -96,6 +97,7 @@ class Candle(msgspec.Struct):
     volume: float
     vwap: float | None
     trade_count: int
+    revision: int
     is_final: bool
 
 

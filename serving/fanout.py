@@ -133,12 +133,13 @@ class Fanout:
             generation = self._hub.generation()
             try:
                 cursor = cursor or await heads(self._pool)
-                read = await read_events(self._pool, cursor, None, {"trade"})
+                read = await read_events(self._pool, cursor, None, {"trade", "candle"})
                 cursor = read.cursor
-                trades = [_trade(json.loads(e.data)) for e in read.events]
+                trades = [_trade(json.loads(e.data)) for e in read.events if e.kind == "trade"]
+                restated = _restated_minutes(e for e in read.events if e.kind == "candle")
                 self._publish("T", trades)
                 for kind in BAR_MS:
-                    closed[kind] = await self._bars(kind, closed[kind], trades)
+                    closed[kind] = await self._bars(kind, closed[kind], trades, restated)
             except Exception:
                 log.exception("the /stocks reader failed; retrying")
                 await asyncio.sleep(1.0)
@@ -150,9 +151,12 @@ class Fanout:
                 await self._hub.wait(generation, min(HEARTBEAT_SECONDS, max(until_due, 0.0)))
                 await asyncio.sleep(max(0.0, COALESCE_SECONDS - (time.monotonic() - read_at)))
 
-    async def _bars(self, kind: str, closed: int, trades: list[Event]) -> int:
-        """Send the `kind` bars of the buckets closed since `closed` and those `trades` arrived
-        late into; the new `closed`."""
+    async def _bars(
+        self, kind: str, closed: int, trades: list[Event], restated: set[tuple[str, int]]
+    ) -> int:
+        """Send the `kind` bars of the buckets closed since `closed`, those `trades` arrived
+        late into and those in `restated` minutes (symbol, start ms: a cancel changed them); the
+        new `closed`."""
         width = BAR_MS[kind]
         due = (_now_ms() - int(GRACE_SECONDS * 1000)) // width * width
         wanted = self._wanted(kind)
@@ -160,6 +164,12 @@ class Fanout:
             return max(closed, due)  # nobody asks: nothing to compute, nothing late later
         bars = await self._read_bars(kind, wanted, closed, due) if due > closed else []
         late = {(t["sym"], t["t"] // width * width) for t in trades if t["t"] < closed}
+        late |= {
+            (sym, start)
+            for sym, minute in restated
+            for start in range(minute, minute + BAR_MS["AM"], width)
+            if start < closed
+        }
         late = {(sym, start) for sym, start in late if wanted is None or sym in wanted}
         if late:
             starts = [start for _, start in late]
@@ -241,6 +251,17 @@ def _trade(trade: dict[str, Any]) -> Event:
     if "conditions" in trade:
         event["c"] = trade["conditions"]
     return event
+
+
+def _restated_minutes(changes: Iterable[Any]) -> set[tuple[str, int]]:
+    """(symbol, start ms) of the 1m candles a cancel restated, from candle change events."""
+    minutes = set()
+    for change in changes:
+        candle = json.loads(change.data)
+        if candle["interval"] == "1m" and candle.get("revision") != 0:
+            start = datetime.fromisoformat(candle["bucket_start"])
+            minutes.add((candle["symbol"], (start - EPOCH) // MILLISECOND))
+    return minutes
 
 
 def _now_ms() -> int:

@@ -144,7 +144,7 @@ def test_bulk_readers_get_the_same_candles_as_an_arrow_stream(
     assert frame.schema["bucket_start"] == pl.Datetime("us", "UTC")
     as_json = [
         (c["bucket_start"], c["open"], c["high"], c["low"], c["close"], c["volume"], c["vwap"],
-         c["trade_count"], c["is_final"])
+         c["trade_count"], c["revision"], c["is_final"])
         for c in all_candles(client, **WINDOW)
     ]  # fmt: skip
     as_arrow = [(row[0].strftime("%Y-%m-%dT%H:%M:%SZ"), *row[1:]) for row in frame.iter_rows()]

@@ -1,6 +1,7 @@
-"""Sale conditions: every candle, on every path (live reads of pending trades, the micro-batch
-merge, the Polars day recomputation, the SQL reference, Polygon bars, an import), equals a plain
-Python computation under the published consolidated rules; unknown codes are refused."""
+"""Sale conditions and cancels: every candle, on every path (live reads of pending trades, the
+micro-batch merge, a cancel's restatement, the Polars day recomputation, the SQL reference,
+Polygon bars, an import), equals a plain Python computation under the published consolidated
+rules over the trades not cancelled; unknown codes are refused."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from mdp.reconcile import candle_differences, close_enough
 from pipelines.candles import recompute_day
 from pipelines.ingestion import promote_batch
 from tests.support import tick
+from tests.test_stream import events, take
 
 # The consolidated rules as Polygon/Massive publish them for the codes used here: (updates
 # high/low, open/close, volume). Written out, not read from the platform's table.
@@ -61,6 +63,7 @@ class Stored:
     price: float
     volume: float
     conditions: list[int] | None
+    cancelled_at: datetime | None = None
 
 
 Bar = tuple[float | None, float | None, float | None, float | None, float, float | None, int]
@@ -74,7 +77,7 @@ def expected(trades: list[Stored], interval: str) -> dict[tuple[str, datetime], 
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
     buckets: defaultdict[tuple[str, datetime], list[Stored]] = defaultdict(list)
     for t in sorted(trades, key=lambda t: (t.ts, t.seq)):
-        if any(rules(t.conditions)):
+        if any(rules(t.conditions)) and t.cancelled_at is None:
             buckets[(t.symbol, epoch + (t.ts - epoch) // width * width)].append(t)
     bars = {}
     for key, members in buckets.items():
@@ -106,8 +109,10 @@ def same(got: dict[tuple[str, datetime], Bar], want: dict[tuple[str, datetime], 
 
 def stored_trades(db: Connection) -> list[Stored]:
     rows = db.execute(
-        "SELECT symbol, ts, seq, price, volume, conditions FROM trades"
-        " UNION ALL SELECT symbol, ts, seq, price, volume, conditions FROM trade_inbox"
+        "SELECT symbol, ts, seq, price, volume, conditions, cancelled_at FROM trades"
+        " UNION ALL SELECT symbol, ts, seq, price, volume, conditions, cancelled_at"
+        " FROM trade_inbox i WHERE NOT EXISTS (SELECT FROM trades t WHERE t.source = i.source"
+        " AND t.event_id = i.event_id)"
     ).fetchall()
     return [Stored(*row) for row in rows]
 
@@ -150,6 +155,9 @@ def explained(client: httpx.Client, symbol: str, interval: str, start: datetime)
     times = [datetime.fromisoformat(t["ts"]) for t in listed]
     assert times == sorted(times)
     for t in listed:
+        if t["cancelled_at"]:
+            assert t["counts_in"] == []
+            continue
         assert t["counts_in"] == [
             f for f, on in zip(("open_close", "high_low", "volume"), _order(t), strict=True) if on
         ]
@@ -201,6 +209,7 @@ trade_strategy = st.tuples(
 @given(
     trades=st.lists(trade_strategy, min_size=1, max_size=40),
     cuts=st.lists(st.booleans(), min_size=40, max_size=40),
+    cancels=st.lists(st.integers(0, 45), max_size=8),
 )
 def test_every_path_follows_the_rules(
     client: httpx.Client,
@@ -208,10 +217,12 @@ def test_every_path_follows_the_rules(
     database_url: str,
     trades: list[tuple[str, int, float, int, list[int] | None]],
     cuts: list[bool],
+    cancels: list[int],
 ) -> None:
     """Random condition mixes, equal prices and times, sent in random batches with micro-batches
-    between some: live reads (pending trades merged), then the micro-batch merge, then the day
-    recomputation, each equal to the rules computed here, for every interval."""
+    between some, then random cancels (of promoted and pending trades, twice, unknown ones):
+    live reads (pending trades merged), then the micro-batch merge, then the day recomputation,
+    each equal to the rules computed here, for every interval."""
     db.execute("TRUNCATE trade_inbox, trades, candles, ingest_batches")
     batch: list[dict[str, Any]] = []
     for n, (symbol, second, price, volume, conditions) in enumerate(trades):
@@ -225,8 +236,22 @@ def test_every_path_follows_the_rules(
             batch = []
             if cuts[-1 - n]:
                 promote_batch(db)
+    if cancels:
+        asked = [{"source": "XNAS", "event_id": f"e-{n}"} for n in cancels]
+        answer = client.post("/ingest/cancels", json={"trades": asked})
+        assert answer.status_code == 200, answer.text
+        outcomes = [r["outcome"] for r in answer.json()["results"]]
+        seen: set[int] = set()
+        for n, outcome in zip(cancels, outcomes, strict=True):
+            wanted = (
+                "unknown" if n >= len(trades) else "already_cancelled" if n in seen else "cancelled"
+            )
+            assert outcome == wanted
+            seen.add(n)
     every = stored_trades(db)
     assert len(every) == len(trades)
+    cancelled = {n for n in cancels if n < len(trades)}
+    assert sum(t.cancelled_at is not None for t in every) == len(cancelled)
     for interval in INTERVALS:
         assert same(served_candles(client, interval), expected(every, interval)), interval
     hours = served_candles(client, "1h")  # every bar explained by its trades, pending or not
@@ -403,3 +428,61 @@ def test_the_trades_of_a_bucket_explain_its_candle(client: httpx.Client, db: Con
     assert misaligned.status_code == 422
     unknown = client.get("/candles/trades", params=params | {"symbol": "NOPE"})
     assert unknown.status_code == 404
+
+
+def test_a_cancel_restates_every_candle_and_reports_each_item(
+    api_url: str, client: httpx.Client, db: Connection
+) -> None:
+    at = "2026-11-20T15:00:{:02d}Z"
+    ticks = [
+        tick(1, ts=at.format(1), price=10.0, volume=100),
+        tick(2, ts=at.format(2), price=12.0, volume=100),  # the high, cancelled below
+        tick(3, ts=at.format(3), price=11.0, volume=100),
+    ]
+    assert client.post("/ingest/ticks", json=ticks).status_code == 202
+    promote_batch(db)
+    assert client.post("/ingest/tick", json=tick(4, ts=at.format(4), price=9.0)).status_code == 202
+    with events(api_url, events="candle", symbols="AAPL") as stream:
+        body = {"trades": [{"source": "XNAS", "event_id": e} for e in ("e-2", "e-4", "e-9", "e-2")]}
+        answer = client.post("/ingest/cancels", json=body)
+        assert answer.status_code == 200, answer.text
+        restated = take(stream, 5)
+    assert answer.json() == {
+        "cancelled": 2,
+        "results": [
+            {"source": "XNAS", "event_id": "e-2", "outcome": "cancelled"},
+            {"source": "XNAS", "event_id": "e-4", "outcome": "cancelled"},  # still pending
+            {"source": "XNAS", "event_id": "e-9", "outcome": "unknown"},
+            {"source": "XNAS", "event_id": "e-2", "outcome": "already_cancelled"},
+        ],
+    }
+    assert {
+        (e["data"]["interval"], e["data"]["high"], e["data"]["revision"]) for e in restated
+    } == {(interval, 11.0, 1) for interval in INTERVALS}
+    promote_batch(db)
+    [bar] = stored_candles(db, "1m").values()
+    assert bar[:4] == (10.0, 11.0, 10.0, 11.0) and (bar[4], bar[6]) == (200.0, 2)
+    assert db.execute("SELECT count(*) FROM trades WHERE cancelled_at IS NOT NULL").fetchone() == (
+        2,
+    )
+    assert candle_differences(db) == []
+    again = client.post("/ingest/cancels", json={"trades": [{"source": "XNAS", "event_id": "e-4"}]})
+    assert again.json()["results"][0]["outcome"] == "already_cancelled"
+    assert client.post("/ingest/cancels", json={"trades": []}).status_code == 422
+    assert httpx.post(f"{api_url}/ingest/cancels", json=body).status_code == 401
+
+
+def test_cancelling_every_trade_of_a_bucket_removes_its_candles(
+    api_url: str, client: httpx.Client, db: Connection
+) -> None:
+    assert client.post("/ingest/tick", json=tick(1, ts="2026-11-20T15:00:01Z")).status_code == 202
+    promote_batch(db)
+    with events(api_url, events="candle", symbols="AAPL") as stream:
+        body = {"trades": [{"source": "XNAS", "event_id": "e-1"}]}
+        assert client.post("/ingest/cancels", json=body).status_code == 200
+        gone = take(stream, 5)
+    assert {(e["data"]["trade_count"], e["data"]["close"]) for e in gone} == {(0, None)}
+    assert db.execute("SELECT count(*) FROM candles").fetchone() == (0,)
+    params = {"symbol": "AAPL", "interval": "1m", "bucket_start": "2026-11-20T15:00:00Z"}
+    [listed] = client.get("/candles/trades", params=params).json()["trades"]
+    assert listed["event_id"] == "e-1" and listed["cancelled_at"] and listed["counts_in"] == []

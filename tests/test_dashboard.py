@@ -98,6 +98,34 @@ def test_the_chart_keeps_the_time_between_bars(
     page.screenshot(path=ARTIFACTS / "dashboard-gap.png")
 
 
+def test_a_click_on_a_bar_lists_its_trades_and_what_each_counted_in(
+    page: Page, api_url: str, client: httpx.Client, db: Connection
+) -> None:
+    minute = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=2)
+    ticks = [
+        tick(1, ts=(minute + timedelta(seconds=1)).isoformat(), price=100.0),
+        tick(2, ts=(minute + timedelta(seconds=2)).isoformat(), price=150.0, conditions=[37]),
+        tick(3, ts=(minute + timedelta(seconds=3)).isoformat(), price=101.0, conditions=[10]),
+    ]
+    send(client, ticks)
+    drain_inbox(db)
+    page.goto(f"{api_url}/dashboard?symbol=AAPL&interval=1m")
+    page.wait_for_function("window.dashboard && window.dashboard.bars().length === 1")
+    x = page.evaluate(f"window.dashboard.x({int(minute.timestamp())})")
+    box = page.locator("#chart").bounding_box()
+    assert box is not None and x is not None
+    page.mouse.click(box["x"] + x, box["y"] + box["height"] * 0.4)
+    rows = page.locator("#bar-trades-rows tr")
+    expect(rows).to_have_count(3)
+    expect(rows.nth(0)).to_contain_text("open/close, high/low, volume")
+    expect(rows.nth(1)).to_contain_text("150.00")
+    expect(rows.nth(1).locator("td").nth(4)).to_have_text("volume")  # an odd lot
+    expect(rows.nth(2).locator("td").nth(4)).to_have_text("high/low, volume")
+    expect(page.locator("#bar-trades-title")).to_contain_text("AAPL 1m bar")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "dashboard-bar-trades.png", full_page=True)
+
+
 def test_the_status_turns_red_when_ingestion_stops(
     page: Page, api_url: str, db: Connection
 ) -> None:

@@ -50,7 +50,8 @@ def polygon_file(folder: Path, *, bad_line: int | None = None) -> Path:
     rows = []
     for i, moment in enumerate(MOMENTS):
         ticker = ("AAPL", "MSFT")[i % 2]
-        rows.append([ticker, "12,37", "", 11, f"{1000 + i}", ns(moment) - 500, 100.0 + i % 13,
+        conditions = ["12,37", "", "14", "10", "2,37", "14,41", "15"][i % 7]
+        rows.append([ticker, conditions, "", 11, f"{1000 + i}", ns(moment) - 500, 100.0 + i % 13,
                      i, ns(moment) + 789, 10 + i % 90, 3, "", ""])  # fmt: skip
     rows.append([*rows[0][:6], 999.0, *rows[0][7:]])  # a resend, changed: the first one wins
     rows.append(["AAPL", "", "", 12, "1000", 0, 101.5, 0, ns(MOMENTS[0]) + 789, 5, 3, 7, 0])
@@ -197,6 +198,35 @@ def test_an_import_backfills_the_days_it_touched(
     assert_candles_match_trades(db)
     lake = pl.read_parquet(tmp_path / "candles" / "interval=1d" / "*" / "*.parquet")
     assert lake.height == 2 + 1  # AAPL and MSFT on DAY, one of them on the next day
+    # The lake holds what the database holds: every candle of every interval, and the trades
+    # with their conditions and the rules those gave.
+    for interval in ("1m", "5m", "15m", "1h", "1d"):
+        stored = db.execute(
+            "SELECT symbol, bucket_start, open, high, low, close, volume, vwap, trade_count"
+            ' FROM candles WHERE "interval" = %s ORDER BY symbol, bucket_start',
+            (interval,),
+        ).fetchall()
+        exported = (
+            pl.read_parquet(tmp_path / "candles" / f"interval={interval}" / "*" / "*.parquet")
+            .sort("symbol", "bucket_start")
+            .select("symbol", "bucket_start", "open", "high", "low", "close", "volume", "vwap",
+                    "trade_count")
+            .rows()
+        )  # fmt: skip
+        assert exported == stored, interval
+    trades = db.execute(
+        "SELECT event_id, conditions, updates_high_low, updates_open_close, updates_volume"
+        " FROM trades ORDER BY event_id"
+    ).fetchall()
+    exported_trades = (
+        pl.read_parquet(tmp_path / "trades" / "*" / "*.parquet")
+        .sort("event_id")
+        .select("event_id", "conditions", "updates_high_low", "updates_open_close",
+                "updates_volume")
+        .rows()
+    )  # fmt: skip
+    assert exported_trades == trades
+    assert any(c is None for _, c, *_ in trades) and any(c == [2, 37] for _, c, *_ in trades)
 
 
 def trades_v1(path: Path, rows: list[tuple[str, int, datetime]]) -> Path:

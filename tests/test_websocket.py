@@ -311,6 +311,42 @@ def test_a_late_trade_sends_the_minute_bar_again_with_its_new_values(
     ]
 
 
+def test_a_cancel_sends_the_minute_bar_again_without_the_trade(
+    api_url: str, db: Connection
+) -> None:
+    """A closed minute's `AM` bar, then a cancel of its high (still pending): the bar again,
+    restated without it."""
+    minute = datetime(2026, 11, 20, 16, 0, tzinfo=UTC)
+    start = int(minute.timestamp() * 1000)
+    ticks = [
+        tick(i, ts=(minute + timedelta(seconds=10 * i)).isoformat(), price=[100.0, 130.0, 101.0][i],
+             volume=5 * (i + 1))
+        for i in range(3)
+    ]  # fmt: skip
+
+    async def scenario() -> list[EquityAgg]:
+        bars: list[EquityAgg] = []
+        async with connected(api_url, "any key", "T.AAPL", "AM.AAPL", bars=bars) as (_, trades):
+            await live(api_url, trades)
+
+            def ours() -> list[EquityAgg]:
+                return [b for b in bars if b.start_timestamp == start]
+
+            await post(api_url, ticks)
+            await until("the minute's bar", lambda: len(ours()) == 1)
+            async with httpx.AsyncClient(base_url=api_url, auth=(USER, PASSWORD)) as http:
+                body = {"trades": [{"source": "XNAS", "event_id": "e-1"}]}
+                assert (await http.post("/ingest/cancels", json=body)).status_code == 200
+            await until("the restated bar", lambda: len(ours()) >= 2)
+            return ours()
+
+    bars = asyncio.run(scenario())
+    assert [bar_values(b) for b in bars] == [
+        expected_bars(ticks, 60_000)[start],
+        expected_bars([ticks[0], ticks[2]], 60_000)[start],
+    ]
+
+
 async def slow_ends(api_url: str) -> float:
     async with httpx.AsyncClient(base_url=api_url) as http:
         text = (await http.get("/metrics", headers={"Accept": "text/plain"})).text

@@ -19,21 +19,53 @@ from pipelines.ingestion import promote_batch
 DAY = date(2026, 1, 2)
 MICRO_BATCH = 10_000
 ROUNDS = 3
+# Trades carry sale conditions in the shares `mdp feed` sends (mdp/feeder.py): 14 % odd lots, 8 %
+# sweeps, 4 % odd-lot sweeps, 2 % sweeps through a trade-through exemption, 1 % average-price and
+# 1 % derivatively priced prints; the rest are regular. Their rules come from `trade_conditions`.
+CONDITIONED = """
+    WITH n AS (SELECT i, CASE WHEN i %% 100 < 14 THEN '{37}' WHEN i %% 100 < 22 THEN '{14}'
+                              WHEN i %% 100 < 26 THEN '{14,37}' WHEN i %% 100 < 28 THEN '{14,41}'
+                              WHEN i %% 100 < 29 THEN '{2}' WHEN i %% 100 < 30 THEN '{10}'
+                         END::int2[] AS conditions
+               FROM generate_series(0, %(count)s - 1) i)
+    SELECT n.i, n.conditions, coalesce(r.high_low, true) AS updates_high_low,
+           coalesce(r.open_close, true) AS updates_open_close,
+           coalesce(r.volume, true) AS updates_volume
+    FROM n LEFT JOIN LATERAL (
+        SELECT bool_and(updates_high_low) AS high_low, bool_and(updates_open_close) AS open_close,
+               bool_and(updates_volume) AS volume
+        FROM trade_conditions WHERE id = ANY(n.conditions)
+    ) r ON true
+"""
+
+SEED_TRADES = (  # built from constants only
+    "INSERT INTO trades (source, event_id, seq, symbol, ts, price, volume, received_at,"  # noqa: S608
+    " batch_id, conditions, updates_high_low, updates_open_close, updates_volume)"
+    " SELECT 'BENCH', i::text, i - %(count)s, (%(symbols)s::text[])[1 + i %% %(n)s],"
+    "   %(start)s + (i / 2) * (interval '1 day' / %(count)s * 2),"
+    "   100 + 20 * sin(i / 40000.0) + random(), 1 + floor(random() * 500), now(), 0,"
+    "   conditions, updates_high_low, updates_open_close, updates_volume"
+    f" FROM ({CONDITIONED}) c"
+)
+SEED_INBOX = (  # built from constants only
+    "INSERT INTO trade_inbox (symbol, ts, price, volume, source, event_id, conditions,"  # noqa: S608
+    " updates_high_low, updates_open_close, updates_volume)"
+    " SELECT (%(symbols)s::text[])[1 + i %% %(n)s],"
+    "   %(end)s - interval '1 hour' + i * (interval '1 hour' / %(count)s),"
+    "   100 + random(), 1 + floor(random() * 500), 'MICRO', %(round)s || '-' || i,"
+    "   conditions, updates_high_low, updates_open_close, updates_volume"
+    f" FROM ({CONDITIONED}) c"
+)
 
 
 def seed_day(url: str, trades: int, symbols: list[str]) -> None:
-    """`trades` trades spread over DAY, in pairs sharing a timestamp; accepted (negative `seq`)
-    before anything the inbox will number."""
+    """`trades` trades spread over DAY, in pairs sharing a timestamp, 30 % of them with sale
+    conditions; accepted (negative `seq`) before anything the inbox will number."""
     with connect(url) as conn:
         conn.execute("TRUNCATE trade_inbox, trades, candles, ingest_batches")
         conn.execute(
-            "INSERT INTO trades (source, event_id, seq, symbol, ts, price, volume, received_at,"
-            " batch_id)"
-            " SELECT 'BENCH', i::text, i - %(trades)s, (%(symbols)s::text[])[1 + i %% %(n)s],"
-            "   %(start)s + (i / 2) * (interval '1 day' / %(trades)s * 2),"
-            "   100 + 20 * sin(i / 40000.0) + random(), 1 + floor(random() * 500), now(), 0"
-            " FROM generate_series(0, %(trades)s - 1) i",
-            {"symbols": symbols, "n": len(symbols), "start": day_window(DAY)[0], "trades": trades},
+            SEED_TRADES,
+            {"symbols": symbols, "n": len(symbols), "start": day_window(DAY)[0], "count": trades},
         )
         conn.execute("ANALYZE trades")
 
@@ -83,11 +115,7 @@ def _micro_batch(url: str, symbols: list[str], round_: int) -> float:
     end = day_window(DAY)[1]
     with connect(url) as conn:
         conn.execute(
-            "INSERT INTO trade_inbox (symbol, ts, price, volume, source, event_id)"
-            " SELECT (%(symbols)s::text[])[1 + i %% %(n)s],"
-            "   %(end)s - interval '1 hour' + i * (interval '1 hour' / %(count)s),"
-            "   100 + random(), 1 + floor(random() * 500), 'MICRO', %(round)s || '-' || i"
-            " FROM generate_series(0, %(count)s - 1) i",
+            SEED_INBOX,
             {"symbols": symbols, "n": len(symbols), "end": end, "count": MICRO_BATCH,
              "round": str(round_)},
         )  # fmt: skip

@@ -91,6 +91,42 @@ function drawChart(candles) {
   showLast();
 }
 
+// A bar's trades, in the order that fixes its open and close, and what each counted in: its sale
+// conditions decide (GET /candles/trades).
+const TRADES_SHOWN = 100;
+const COUNTS = { open_close: "open/close", high_low: "high/low", volume: "volume" };
+async function showTrades(time) {
+  const start = new Date(time * 1000).toISOString();
+  const query = new URLSearchParams({ symbol: state.symbol, interval: state.interval,
+                                      bucket_start: start, limit: String(TRADES_SHOWN) });
+  const { ok, body } = await getJSON(`/candles/trades?${query}`);
+  if (!ok) return;
+  $("bar-trades-title").textContent =
+    `Trades of the ${state.symbol} ${state.interval} bar at ${start.slice(0, 16).replace("T", " ")}`;
+  $("bar-trades-rows").replaceChildren(...body.trades.map(tradeRow));
+  $("bar-trades-more").textContent = body.next_page_token
+    ? `the first ${TRADES_SHOWN}; the rest through the API`
+    : `${body.trades.length} trade(s)`;
+  $("bar-trades").hidden = false;
+}
+
+function tradeRow(trade) {
+  const row = document.createElement("tr");
+  if (trade.cancelled_at) row.className = "cancelled";
+  const counts = trade.cancelled_at
+    ? `cancelled ${trade.cancelled_at.slice(11, 19)}`
+    : trade.counts_in.map((field) => COUNTS[field]).join(", ") || "nothing";
+  const cells = [trade.ts.slice(11, 26).replace("Z", ""), price(trade.price), number(trade.volume),
+                 (trade.conditions || []).join(", ") || "regular", counts];
+  for (const text of cells) {
+    const cell = document.createElement("td");
+    cell.textContent = text;
+    row.append(cell);
+  }
+  return row;
+}
+chart.subscribeClick((param) => { if (param.time !== undefined) showTrades(param.time); });
+
 // For the browser tests: the bars as the chart holds them.
 window.dashboard = {
   bars: () => priceSeries.data().filter((b) => b.close !== undefined),

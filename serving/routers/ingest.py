@@ -1,16 +1,19 @@
-"""POST /ingest/tick and /ingest/ticks: validate the whole body, append it durably, then ack 202."""
+"""POST /ingest/tick and /ingest/ticks: validate the whole body, append it durably, then ack 202.
+POST /ingest/cancels: cancel trades by identity, their candles restated before the answer."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Annotated
 
 import msgspec
 from fastapi import APIRouter, Request, status
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from core.ticks import InboxRow, InvalidTicks, Tick, parse_ticks
 from serving.auth import IngestAuth
-from serving.bodies import read_body, request_body
+from serving.bodies import model_schema, parsed, read_body, request_body
+from serving.cancels import Outcome, cancel_trades
 from serving.deps import App, Services
 from serving.errors import refusals
 from serving.symbols import SymbolRegistry
@@ -22,6 +25,7 @@ router = APIRouter(
     responses=refusals(400, 401, 413, 422, 503),
 )
 
+MAX_CANCELS = 10_000  # identities per request
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/x-jsonlines")
 
 # The body is read and validated by msgspec (core.ticks), so its schema comes from there too.
@@ -109,3 +113,43 @@ def _parse(registry: SymbolRegistry, body: bytes, *, batch: bool, ndjson: bool) 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL
+
+
+class Identity(BaseModel):
+    source: Annotated[str, Field(min_length=1, max_length=64, pattern=NO_NUL)]
+    event_id: Annotated[str, Field(min_length=1, max_length=128, pattern=NO_NUL)]
+
+
+class CancelRequest(BaseModel):
+    trades: Annotated[list[Identity], Field(min_length=1, max_length=MAX_CANCELS)]
+
+
+class CancelOutcome(BaseModel):
+    source: str
+    event_id: str
+    outcome: Outcome
+
+
+class Cancelled(BaseModel):
+    cancelled: int
+    results: list[CancelOutcome]
+
+
+@router.post(
+    "/cancels",
+    openapi_extra=request_body({"application/json": {"schema": model_schema(CancelRequest)}}),
+)
+async def cancel(request: Request, app: App) -> Cancelled:
+    """Cancel trades by identity (`{trades: [{source, event_id}]}`); a correction is a cancel and
+    a new trade. Applied before the answer: each cancelled trade stays in the record, marked,
+    and has left every candle it was in (those are restated, their `revision` counted, and sent
+    on /stream). Each identity is reported: `cancelled`, `already_cancelled` or `unknown`."""
+    body = await read_body(request, app.settings.ingest_max_body_bytes)
+    asked = parsed(CancelRequest, body).trades
+    rows = await cancel_trades(app.pool, [(t.source, t.event_id) for t in asked])
+    app.stream.committed()
+    results = [CancelOutcome(source=s, event_id=e, outcome=o) for s, e, o in rows]
+    return Cancelled(cancelled=sum(r.outcome == "cancelled" for r in results), results=results)

@@ -103,6 +103,8 @@ class Candle(BaseModel):
     volume: float
     vwap: float | None
     trade_count: int
+    revision: int
+    """How many times cancels restated this candle."""
     is_final: bool
 
 
@@ -309,7 +311,9 @@ class BucketTrade(BaseModel):
     volume: float
     conditions: list[int] | None
     counts_in: list[CountsIn]
-    """Which fields of the candle this trade counted in, by its sale conditions."""
+    """Which fields of the candle this trade counted in, by its sale conditions (none once
+    cancelled)."""
+    cancelled_at: datetime | None
 
 
 class BucketTrades(BaseModel):
@@ -332,7 +336,8 @@ async def candle_trades(
 ) -> BucketTrades:
     """Every trade of one candle's bucket, accepted ones still pending included, in the order
     that fixes its open and close, each with the fields it counted in (`counts_in`: its sale
-    conditions decide): the trades summed back under those give the candle exactly."""
+    conditions decide; a cancelled trade is listed with `cancelled_at` and counts nowhere): the
+    trades summed back under those give the candle exactly."""
     await known_symbol(registry, symbol)
     start = utc(bucket_start, "bucket_start")
     width = INTERVALS[interval]
@@ -351,10 +356,11 @@ async def candle_trades(
         BucketTrade(
             source=source, event_id=event_id, ts=ts, price=price, volume=volume,
             conditions=conditions,
-            counts_in=_counts_in(high_low, open_close, counted),
+            counts_in=[] if cancelled_at else _counts_in(high_low, open_close, counted),
+            cancelled_at=cancelled_at,
         )
         for (source, event_id, ts, _, price, volume, conditions, high_low, open_close,
-             counted) in rows
+             counted, cancelled_at) in rows
     ]  # fmt: skip
     token = f"{rows[-1][2].astimezone(UTC).isoformat()}~{rows[-1][3]}" if more else None
     return BucketTrades(
@@ -390,6 +396,7 @@ def _arrow(rows: list[CacheCandle]) -> bytes:
             "bucket_start": pl.String,
             **dict.fromkeys(("open", "high", "low", "close", "volume", "vwap"), pl.Float64),
             "trade_count": pl.Int64,
+            "revision": pl.Int32,
             "is_final": pl.Boolean,
         },
         orient="row",

@@ -3,13 +3,13 @@
 -- acceptance. A page: strictly after the (ts, seq) cursor, at most %(limit)s + 1 rows.
 WITH bucket AS (
     SELECT source, event_id, ts, seq, price, volume, conditions, updates_high_low,
-           updates_open_close, updates_volume
+           updates_open_close, updates_volume, cancelled_at
     FROM trades
     WHERE symbol = %(symbol)s AND ts >= %(start)s AND ts < %(end)s
       AND (ts, seq) > (%(ts)s, %(seq)s)
     UNION ALL
     SELECT source, event_id, ts, seq, price, volume, conditions, updates_high_low,
-           updates_open_close, updates_volume
+           updates_open_close, updates_volume, cancelled_at
     FROM (
         SELECT DISTINCT ON (i.source, i.event_id) i.*
         FROM trade_inbox i
@@ -20,7 +20,7 @@ WITH bucket AS (
     WHERE (ts, seq) > (%(ts)s, %(seq)s)
 )
 SELECT source, event_id, ts, seq, price, volume, conditions, updates_high_low,
-       updates_open_close, updates_volume
+       updates_open_close, updates_volume, cancelled_at
 FROM bucket
 ORDER BY ts, seq
 LIMIT %(limit)s + 1

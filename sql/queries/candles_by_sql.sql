@@ -1,7 +1,8 @@
 -- Candles of one interval computed by PostgreSQL alone over the trades in [start, end), of one
 -- symbol or of all when %(symbol)s is null: the independent reference the tests hold the Polars
 -- path to, and the benchmarks' SQL baseline. Each field counts the trades its sale conditions let
--- update it; a bucket whose trades may update nothing has no candle.
+-- update it; a bucket whose trades may update nothing has no candle. Cancelled trades count
+-- nowhere.
 SELECT symbol,
        date_bin(%(width)s, ts, 'epoch') AS bucket_start,
        (array_agg(price ORDER BY ts, seq) FILTER (WHERE updates_open_close))[1] AS open,
@@ -16,6 +17,6 @@ SELECT symbol,
        max(ts) FILTER (WHERE updates_open_close) AS close_at
 FROM trades
 WHERE ts >= %(start)s AND ts < %(end)s AND (%(symbol)s::text IS NULL OR symbol = %(symbol)s)
-  AND (updates_high_low OR updates_open_close OR updates_volume)
+  AND (updates_high_low OR updates_open_close OR updates_volume) AND cancelled_at IS NULL
 GROUP BY 1, 2
 ORDER BY 1, 2

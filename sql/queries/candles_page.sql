@@ -2,6 +2,6 @@
 -- %(start)s, at most %(limit)s + 1 (the extra one tells that another page follows). A bucket is
 -- final once it has closed and no pending trade would still change it.
 SELECT to_char(bucket_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS bucket_start,
-       open, high, low, close, volume, vwap, trade_count,
+       open, high, low, close, volume, vwap, trade_count, revision,
        pending = 0 AND bucket_start + %(width)s <= now() AS is_final
 FROM live_candles(%(symbol)s, %(interval)s, %(width)s, %(start)s, %(end)s, %(limit)s + 1)

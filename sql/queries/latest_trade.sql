@@ -4,12 +4,14 @@
 -- scan), newest first, until one is not a resend.
 WITH promoted AS (
     SELECT ts, seq, price, volume, source, event_id
-    FROM trades WHERE symbol = %(symbol)s ORDER BY ts DESC, seq DESC LIMIT 1
+    FROM trades WHERE symbol = %(symbol)s AND cancelled_at IS NULL
+    ORDER BY ts DESC, seq DESC LIMIT 1
 ),
 pending AS MATERIALIZED (
     SELECT ts, seq, price, volume, source, event_id
     FROM trade_inbox
     WHERE symbol = %(symbol)s AND ts >= coalesce((SELECT ts FROM promoted), '-infinity')
+      AND cancelled_at IS NULL
     ORDER BY ts DESC, seq DESC
 )
 SELECT ts, price, volume, source, event_id, seq

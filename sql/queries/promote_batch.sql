@@ -16,19 +16,21 @@ WITH moved AS (
     DELETE FROM trade_inbox
     WHERE seq <= %(up_to_seq)s
     RETURNING seq, received_at, symbol, ts, price, volume, source, event_id, conditions,
-              updates_high_low, updates_open_close, updates_volume
+              updates_high_low, updates_open_close, updates_volume, cancelled_at
 ),
 inserted AS (
     -- Rows go in in acceptance order, so of two with one identity in this batch the first
     -- accepted goes in and the later one is a conflict, like a twin promoted long ago.
     INSERT INTO trades (source, event_id, seq, symbol, ts, price, volume, received_at, batch_id,
-                        conditions, updates_high_low, updates_open_close, updates_volume)
+                        conditions, updates_high_low, updates_open_close, updates_volume,
+                        cancelled_at)
     SELECT source, event_id, seq, symbol, ts, price, volume, received_at, %(batch_id)s,
-           conditions, updates_high_low, updates_open_close, updates_volume
+           conditions, updates_high_low, updates_open_close, updates_volume, cancelled_at
     FROM moved
     ORDER BY seq
     ON CONFLICT (source, event_id) DO NOTHING
-    RETURNING symbol, ts, seq, price, volume, updates_high_low, updates_open_close, updates_volume
+    RETURNING symbol, ts, seq, price, volume, updates_high_low, updates_open_close, updates_volume,
+              cancelled_at
 ),
 minutes AS (  -- each field over the trades its rules let update it (docs/design.md §5)
     SELECT symbol, date_bin('1 minute', ts, 'epoch') AS bucket_start,
@@ -43,7 +45,7 @@ minutes AS (  -- each field over the trades its rules let update it (docs/design
            min(ts) FILTER (WHERE updates_open_close) AS open_at,
            max(ts) FILTER (WHERE updates_open_close) AS close_at
     FROM inserted
-    WHERE updates_high_low OR updates_open_close OR updates_volume
+    WHERE (updates_high_low OR updates_open_close OR updates_volume) AND cancelled_at IS NULL
     GROUP BY 1, 2
 ),
 partials AS (  -- the batch's own candles: 1m from its trades, the coarser ones from those

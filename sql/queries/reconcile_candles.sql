@@ -4,7 +4,7 @@
 WITH traded AS (
     SELECT symbol, date_bin('1 day', ts, 'epoch') AS day, count(*) AS trades, sum(volume) AS volume
     FROM trades
-    WHERE ts >= %(start)s AND ts < %(end)s AND updates_volume
+    WHERE ts >= %(start)s AND ts < %(end)s AND updates_volume AND cancelled_at IS NULL
     GROUP BY 1, 2
 ),
 candled AS (

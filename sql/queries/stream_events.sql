@@ -12,12 +12,14 @@
 WITH trade_candidates AS MATERIALIZED (
     SELECT *
     FROM (
-        (SELECT seq, symbol, ts, price, volume, source, event_id, conditions, true AS promoted
+        (SELECT seq, symbol, ts, price, volume, source, event_id, conditions, cancelled_at,
+                true AS promoted
          FROM trades
          WHERE %(want_trades)s AND seq > %(after_trade)s
          ORDER BY seq LIMIT %(batch)s)
         UNION ALL
-        (SELECT seq, symbol, ts, price, volume, source, event_id, conditions, false
+        (SELECT seq, symbol, ts, price, volume, source, event_id, conditions, cancelled_at,
+                false
          FROM trade_inbox
          WHERE %(want_trades)s AND seq > %(after_trade)s
          ORDER BY seq LIMIT %(batch)s)
@@ -45,7 +47,8 @@ FROM (
     UNION ALL
     (SELECT 'trade', seq, symbol, json_strip_nulls(json_build_object(  -- conditions only if any
                 'symbol', symbol, 'ts', ts, 'price', price, 'volume', volume, 'source', source,
-                'event_id', event_id, 'seq', seq, 'conditions', conditions))::text
+                'event_id', event_id, 'seq', seq, 'conditions', conditions,
+                'cancelled_at', cancelled_at))::text
      FROM trade_candidates c
      WHERE (%(symbols)s::text[] IS NULL OR symbol = ANY(%(symbols)s::text[]))
        AND (promoted OR (
@@ -59,12 +62,13 @@ FROM (
      ORDER BY seq)
     UNION ALL
     (SELECT 'candle', u.id, u.symbol, json_build_object(
-                'symbol', c.symbol, 'interval', c."interval",
-                'bucket_start', to_char(c.bucket_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+                'symbol', u.symbol, 'interval', u."interval",
+                'bucket_start', to_char(u.bucket_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
                 'open', c.open, 'high', c.high, 'low', c.low, 'close', c.close, 'volume', c.volume,
-                'vwap', c.vwap, 'trade_count', c.trade_count)::text
+                'vwap', c.vwap, 'trade_count', coalesce(c.trade_count, 0),
+                'revision', c.revision)::text
      FROM candle_candidates u
-     JOIN candles c USING (symbol, "interval", bucket_start)
+     LEFT JOIN candles c USING (symbol, "interval", bucket_start)  -- gone: every trade cancelled
      WHERE NOT u.whole_day
        AND (%(symbols)s::text[] IS NULL OR u.symbol = ANY(%(symbols)s::text[]))
      ORDER BY u.id)
