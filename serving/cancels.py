@@ -19,7 +19,7 @@ async def cancel_trades(
     pool: AsyncConnectionPool[Any], identities: list[tuple[str, str]]
 ) -> list[tuple[str, str, Outcome]]:
     """Cancel `identities` (source, event_id); each one's outcome, in the order asked (an
-    identity asked twice is answered once)."""
+    identity asked again within the request is `already_cancelled` by the first)."""
     params = {
         "sources": [source for source, _ in identities],
         "event_ids": [event_id for _, event_id in identities],
