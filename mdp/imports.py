@@ -117,7 +117,7 @@ def run_import(
 ) -> int:
     results: list[Imported] = []
     with market_database(settings) as url:
-        prepare(url, settings.symbol_list)
+        prepare(url, settings.symbol_list, settings.market_timezone)
         for path in paths:
             try:
                 results.append(import_file(url, path, fmt or guess_format(path), symbol, register))

@@ -5,7 +5,7 @@ accepted moments ago."""
 from __future__ import annotations
 
 import io
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -14,13 +14,14 @@ from psycopg import AsyncConnection
 from pydantic import BaseModel
 
 from core.db import query
-from core.intervals import INTERVALS, Interval
+from core.intervals import INTERVALS, Interval, day_window, market_date
 from core.ticks import EARLIEST, EPOCH
 from serving.auth import ReadAuth
 from serving.candle_cache import Candle as CacheCandle
 from serving.candle_cache import Page
 from serving.deps import (
     LATEST,
+    AppSettings,
     Cache,
     PathSymbol,
     Pool,
@@ -63,8 +64,9 @@ def _trade(row: tuple[Any, ...]) -> Trade:
 
 
 class DayFigures(BaseModel):
-    """Today (UTC) so far, pending trades included; change is against yesterday's close. Prices
-    are null while no trade of the day may set them (sale conditions, docs/design.md §5)."""
+    """Today (the market's day, MARKET_TIMEZONE) so far, pending trades included; change is
+    against yesterday's close. Prices are null while no trade of the day may set them (sale
+    conditions, docs/design.md §5)."""
 
     date: str
     open: float | None
@@ -127,20 +129,20 @@ async def symbols(pool: Pool) -> Symbols:
     )
 
 
-async def _ticker(registry: Registry, pool: Pool, symbol: str) -> Ticker:
+async def _ticker(registry: Registry, pool: Pool, symbol: str, zone: tzinfo) -> Ticker:
     await known_symbol(registry, symbol)
-    today = datetime.now(UTC).date()
-    start = datetime.combine(today - timedelta(days=1), time(), UTC)
+    today = market_date(datetime.now(UTC), zone)
+    start, end = day_window(today - timedelta(days=1), zone)[0], day_window(today, zone)[1]
     async with pool.connection() as conn:
         latest = await (await conn.execute(query("latest_trade"), {"symbol": symbol})).fetchone()
         days = await (
             await conn.execute(
                 "SELECT bucket_start, open, high, low, close, volume, trade_count"
                 " FROM live_candles(%s, '1d', '1 day', %s, %s, 2)",
-                (symbol, start, start + timedelta(days=2)),
+                (symbol, start, end),
             )
         ).fetchall()
-    by_day = {row[0].date(): row for row in days}
+    by_day = {market_date(row[0], zone): row for row in days}
     figures = None
     if current := by_day.get(today):
         _, open_, high, low, last, volume, count = current
@@ -166,15 +168,19 @@ async def _ticker(registry: Registry, pool: Pool, symbol: str) -> Ticker:
 
 
 @router.get("/tickers/{symbol}", responses=SYMBOL_READ)
-async def ticker(registry: Registry, pool: Pool, symbol: PathSymbol) -> Ticker:
-    """The latest trade and today's open, high, low, last, volume and change."""
-    return await _ticker(registry, pool, symbol)
+async def ticker(
+    registry: Registry, pool: Pool, settings: AppSettings, symbol: PathSymbol
+) -> Ticker:
+    """The latest trade and today's (the market's day) open, high, low, last, volume and change."""
+    return await _ticker(registry, pool, symbol, settings.market_zone)
 
 
 @router.get("/tickets/{symbol}", responses=SYMBOL_READ, deprecated=True)
-async def ticket(registry: Registry, pool: Pool, symbol: PathSymbol) -> Ticker:
+async def ticket(
+    registry: Registry, pool: Pool, settings: AppSettings, symbol: PathSymbol
+) -> Ticker:
     """The older spelling of `/tickers/{symbol}`, kept for existing clients."""
-    return await _ticker(registry, pool, symbol)
+    return await _ticker(registry, pool, symbol, settings.market_zone)
 
 
 FIRST_SEQ = -(2**63)
