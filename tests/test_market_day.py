@@ -158,6 +158,7 @@ trade_strategy = st.tuples(
 @given(
     picked=st.lists(trade_strategy, min_size=1, max_size=40),
     cuts=st.lists(st.booleans(), min_size=40, max_size=40),
+    cancels=st.sets(st.integers(0, 39), max_size=6),
 )
 def test_a_new_york_day_is_one_candle_on_every_path(
     new_york: httpx.Client,
@@ -166,11 +167,13 @@ def test_a_new_york_day_is_one_candle_on_every_path(
     database_url: str,
     picked: list[tuple[str, datetime, int, float, int]],
     cuts: list[bool],
+    cancels: set[int],
 ) -> None:
     """Trades around New York midnights and daylight-saving changes, sent in random batches with
     micro-batches between some: read live (pending trades merged), merged by micro-batches,
-    recomputed a day at a time, served by /candles and as Polygon day bars, each equal to the
-    trades grouped by New York date; the hours stay epoch-aligned; the SQL reference agrees."""
+    recomputed a day at a time, restated by cancels, served by /candles and as Polygon day bars,
+    each equal to the trades grouped by New York date; the hours stay epoch-aligned; the SQL
+    reference agrees."""
     db.execute("TRUNCATE trade_inbox, trades, candles, ingest_batches")
     trades = []
     batch: list[dict[str, Any]] = []
@@ -198,6 +201,16 @@ def test_a_new_york_day_is_one_candle_on_every_path(
         assert same(stored(db, interval), expected(trades, interval)), interval
     assert candle_differences(db) == []
     assert all(start.astimezone(NEW_YORK).time() == time() for _, start in stored(db, "1d"))
+
+    cancelled = sorted(n for n in cancels if n < len(trades))
+    if cancelled:
+        asked = [{"source": "XNAS", "event_id": f"e-{n}"} for n in cancelled]
+        answer = new_york.post("/ingest/cancels", json={"trades": asked})
+        assert answer.status_code == 200, answer.text
+        trades = [t for n, t in enumerate(trades) if n not in cancels]
+    for interval in INTERVALS:
+        assert same(stored(db, interval), expected(trades, interval)), interval
+    assert candle_differences(db) == []
 
     assert same(served(new_york, "1d"), expected(trades, "1d"))
     assert same(polygon_days(new_york_url), expected(trades, "1d"))
@@ -228,6 +241,14 @@ def test_the_days_around_a_new_york_midnight_and_the_clock_changes(
     for day in (date(2026, 3, 8), date(2026, 11, 1)):
         [outcome] = recompute_day(db, database_url, day, ["1d"])
         assert outcome.trades == 2
+    explained = {"symbol": "AAPL", "interval": "1d", "bucket_start": "2026-11-01T04:00:00Z"}
+    listed = new_york.get("/candles/trades", params=explained).json()["trades"]
+    assert [datetime.fromisoformat(t["ts"]) for t in listed] == [
+        datetime(2026, 11, 1, 4, tzinfo=UTC),
+        datetime(2026, 11, 2, 4, 59, 59, tzinfo=UTC),
+    ]
+    utc_midnight = explained | {"bucket_start": "2026-11-01T00:00:00Z"}
+    assert new_york.get("/candles/trades", params=utc_midnight).status_code == 422
     weeks = new_york.get("/v2/aggs/ticker/AAPL/range/1/week/2026-03-01/2026-03-14").json()
     [week] = weeks["results"]  # Monday 2026-03-02 to Sunday 2026-03-08, New York
     assert week["t"] == int(datetime(2026, 3, 2, 5, tzinfo=UTC).timestamp() * 1000)

@@ -330,10 +330,24 @@ class BucketTrades(BaseModel):
     next_page_token: str | None
 
 
+def _bucket_end(start: datetime, interval: str, zone: tzinfo) -> datetime | None:
+    """The end of the `interval` bucket starting at `start`; None when none starts there. A 1d
+    bucket is a market day (docs/design.md §5): from a midnight in `zone` to the next."""
+    width = INTERVALS[interval]
+    if interval != "1d" or str(zone) == "UTC":
+        return None if (start - EPOCH) % width else shifted(start, width)
+    try:
+        day_start, day_end = day_window(market_date(start, zone), zone)
+    except OverflowError:  # a day at the calendar's ends
+        return None
+    return day_end if day_start == start else None
+
+
 @router.get("/candles/trades", responses=SYMBOL_READ)
 async def candle_trades(
     pool: Pool,
     registry: Registry,
+    settings: AppSettings,
     symbol: QuerySymbol,
     bucket_start: datetime,
     interval: Interval = "1m",
@@ -346,14 +360,14 @@ async def candle_trades(
     trades summed back under those give the candle exactly."""
     await known_symbol(registry, symbol)
     start = utc(bucket_start, "bucket_start")
-    width = INTERVALS[interval]
-    if (start - EPOCH) % width:
+    end = _bucket_end(start, interval, settings.market_zone)
+    if end is None:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"bucket_start is not the start of a {interval} bucket",
         )
     after = _after(page_token) if page_token else (EARLIEST, FIRST_SEQ)
-    params = {"symbol": symbol, "start": start, "end": shifted(start, width), "limit": limit}
+    params = {"symbol": symbol, "start": start, "end": end, "limit": limit}
     params |= {"ts": after[0], "seq": after[1]}
     async with pool.connection() as conn:
         rows = await (await conn.execute(query("bucket_trades"), params)).fetchall()
