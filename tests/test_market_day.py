@@ -6,6 +6,7 @@ to the epoch; a zone whose offset is not whole hours is refused."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import subprocess
 from collections import defaultdict
@@ -19,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from massive import RESTClient
+from massive.websocket.models import EquityAgg
 from pydantic import ValidationError
 
 from core.config import Settings
@@ -30,6 +32,7 @@ from pipelines.candles import recompute_day
 from pipelines.ingestion import promote_batch
 from tests.conftest import PASSWORD, USER, api_env
 from tests.support import tick
+from tests.test_websocket import connected, live, post, until
 
 NEW_YORK = ZoneInfo("America/New_York")
 # Moments the trades cluster around (a few hours either side): New York midnights in winter (05:00
@@ -258,6 +261,33 @@ def test_the_days_around_a_new_york_midnight_and_the_clock_changes(
         (int(datetime(2026, 11, 1, 4, tzinfo=UTC).timestamp() * 1000), 2)
     ]
     assert candle_differences(db) == []
+
+
+def test_minute_bars_carry_their_new_york_day_so_far(new_york_url: str, db: Connection) -> None:
+    """The `AM` bars of New York's last minute of 2026-01-14 (04:59 UTC) and first of 2026-01-15
+    (05:00 UTC) each carry their own day's volume and open, though both are UTC's 2026-01-15."""
+    minutes = [datetime(2026, 1, 15, 4, 59, tzinfo=UTC), datetime(2026, 1, 15, 5, tzinfo=UTC)]
+    starts = [int(m.timestamp() * 1000) for m in minutes]
+    ticks = [
+        tick(1, ts="2026-01-15T04:59:30Z", price=10.0, volume=3),
+        tick(2, ts="2026-01-15T05:00:30Z", price=11.0, volume=5),
+    ]
+
+    async def scenario() -> list[EquityAgg]:
+        bars: list[EquityAgg] = []
+        async with connected(new_york_url, "key", "T.AAPL", "AM.AAPL", bars=bars) as (_, trades):
+            await live(new_york_url, trades)
+            await post(new_york_url, ticks)
+            await until("both bars", lambda: {b.start_timestamp for b in bars} >= set(starts))
+            return sorted(
+                (b for b in bars if b.start_timestamp in starts), key=lambda b: b.start_timestamp
+            )
+
+    bars = asyncio.run(scenario())
+    assert [(b.volume, b.accumulated_volume, b.official_open_price) for b in bars] == [
+        (3, 3, 10.0),
+        (5, 5, 11.0),
+    ]
 
 
 def test_today_on_the_ticker_is_the_new_york_day(new_york: httpx.Client, db: Connection) -> None:
