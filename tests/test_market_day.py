@@ -12,10 +12,12 @@ import subprocess
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
+import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -30,6 +32,7 @@ from mdp.processes import api_server, spawn_mdp
 from mdp.reconcile import candle_differences, close_enough
 from pipelines.candles import recompute_day
 from pipelines.ingestion import promote_batch
+from pipelines.lake import candle_file, export_day, trade_file
 from tests.conftest import PASSWORD, USER, api_env
 from tests.support import tick
 from tests.test_websocket import connected, live, post, until
@@ -288,6 +291,23 @@ def test_minute_bars_carry_their_new_york_day_so_far(new_york_url: str, db: Conn
         (3, 3, 10.0),
         (5, 5, 11.0),
     ]
+
+
+def test_the_lake_files_a_trade_under_its_new_york_date(
+    new_york: httpx.Client, db: Connection, database_url: str, tmp_path: Path
+) -> None:
+    ticks = [
+        tick(1, ts="2026-11-02T04:59:59Z", volume=3),  # the last second of the 25-hour day
+        tick(2, ts="2026-11-02T05:00:00Z", volume=5),
+    ]
+    assert new_york.post("/ingest/ticks", json=ticks).status_code == 202
+    promote_batch(db)
+    exported = [export_day(database_url, tmp_path, date(2026, 11, d)) for d in (1, 2)]
+    assert [(e.trades, e.candles["1d"]) for e in exported] == [(1, 1), (1, 1)]
+    [day] = pl.read_parquet(candle_file(tmp_path, "1d", date(2026, 11, 1))).to_dicts()
+    assert (day["bucket_start"], day["volume"]) == (datetime(2026, 11, 1, 4, tzinfo=UTC), 3)
+    trades = pl.read_parquet(trade_file(tmp_path, date(2026, 11, 2)))
+    assert trades["event_id"].to_list() == ["e-2"]
 
 
 def test_today_on_the_ticker_is_the_new_york_day(new_york: httpx.Client, db: Connection) -> None:
