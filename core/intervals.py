@@ -52,6 +52,12 @@ def market_zone_problem(name: str) -> str | None:
     return None
 
 
+def days_are_utc(zone: tzinfo) -> bool:
+    """Whether the market's days are UTC's: 1d buckets are then a fixed day from the epoch, like
+    the intraday ones."""
+    return str(zone) in ("UTC", "Etc/UTC")
+
+
 def market_midnight(day: date, zone: tzinfo = UTC) -> datetime:
     """When the market day `day` begins (in UTC)."""
     return datetime.combine(day, time(), zone).astimezone(UTC)

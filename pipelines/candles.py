@@ -16,7 +16,7 @@ import polars as pl
 from psycopg import sql
 
 from core.db import CANDLES_LOCK_KEY, Connection, libpq_url, market_zone, query
-from core.intervals import INTERVALS, day_window
+from core.intervals import INTERVALS, day_window, days_are_utc
 
 ROLLUP_INTERVALS = ("5m", "15m", "1h", "1d")
 
@@ -75,7 +75,7 @@ def width_us(interval: str) -> int:
 def bucket_of(epoch_us: pl.Expr, interval: str, zone: tzinfo = UTC) -> pl.Expr:
     """The start (epoch µs) of the `interval` bucket of each time: aligned to the epoch, but for
     1d the market day's midnight in `zone`."""
-    if interval != "1d" or str(zone) == "UTC":  # integer arithmetic is the fast path
+    if interval != "1d" or days_are_utc(zone):  # integer arithmetic is the fast path
         return epoch_us // width_us(interval) * width_us(interval)
     local = (
         pl.from_epoch(epoch_us, "us").dt.replace_time_zone("UTC").dt.convert_time_zone(str(zone))

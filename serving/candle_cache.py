@@ -31,7 +31,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from core.db import query
-from core.intervals import INTERVALS, LONGEST_MARKET_DAY
+from core.intervals import INTERVALS, LONGEST_MARKET_DAY, days_are_utc
 from serving.listener import Heard
 
 BUCKETS_PER_BLOCK = 1440
@@ -181,7 +181,7 @@ class CandleCache:
         # Blocks hold buckets of one width from the epoch: 1d buckets are so only when the
         # market's day is UTC's (elsewhere 23 to 25 hours from a local midnight), and otherwise
         # read directly (a year of them is 365 rows).
-        self._day_blocks = str(market_zone) == "UTC"
+        self._day_blocks = days_are_utc(market_zone)
         self.max_bytes = max_bytes
         self._blocks: OrderedDict[tuple[str, str, int], Block] = OrderedDict()
         self._bytes = 0

@@ -14,7 +14,7 @@ from psycopg import AsyncConnection
 from pydantic import BaseModel
 
 from core.db import query
-from core.intervals import INTERVALS, Interval, day_window, market_date
+from core.intervals import INTERVALS, Interval, day_window, days_are_utc, market_date
 from core.ticks import EARLIEST, EPOCH
 from serving.auth import ReadAuth
 from serving.candle_cache import Candle as CacheCandle
@@ -334,7 +334,7 @@ def _bucket_end(start: datetime, interval: str, zone: tzinfo) -> datetime | None
     """The end of the `interval` bucket starting at `start`; None when none starts there. A 1d
     bucket is a market day (docs/design.md §5): from a midnight in `zone` to the next."""
     width = INTERVALS[interval]
-    if interval != "1d" or str(zone) == "UTC":
+    if interval != "1d" or days_are_utc(zone):
         return None if (start - EPOCH) % width else shifted(start, width)
     try:
         day_start, day_end = day_window(market_date(start, zone), zone)
