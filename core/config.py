@@ -5,9 +5,12 @@ from __future__ import annotations
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.intervals import market_zone_problem
 
 DEFAULT_SYMBOLS = "AAPL,GOOGL,MSFT,TSLA,AMZN"
 
@@ -24,6 +27,9 @@ class Settings(BaseSettings):
     partitions_start_date: date = date(2024, 1, 1)
     lake_dir: Path = Path("data/lake")
     api_url: str = "http://127.0.0.1:8000"
+    market_timezone: str = "UTC"
+    """Where the trading day begins (an IANA zone, e.g. America/New_York): 1d candles, daily
+    partitions, the lake's days, Polygon day bars and "today" (docs/design.md §5)."""
 
     data_dir: Path = Field(default=Path("data"), validation_alias="MDP_DATA_DIR")
     ingest_max_body_bytes: int = Field(
@@ -51,6 +57,17 @@ class Settings(BaseSettings):
         default=10, gt=0, validation_alias="MDP_STOCKS_MAX_CONNECTIONS_PER_KEY"
     )
     """/stocks connections one read key may hold on one API process (with READ_API_KEYS set)."""
+
+    @field_validator("market_timezone")
+    @classmethod
+    def _market_day_nests_hours(cls, name: str) -> str:
+        if problem := market_zone_problem(name):
+            raise ValueError(problem)
+        return name
+
+    @property
+    def market_zone(self) -> ZoneInfo:
+        return ZoneInfo(self.market_timezone)
 
     @model_validator(mode="after")
     def _one_body_fits_in_flight(self) -> Settings:

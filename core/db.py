@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from functools import cache
 from urllib.parse import urlsplit, urlunsplit
+from zoneinfo import ZoneInfo
 
 import psycopg
 from psycopg.rows import TupleRow
 
 from core.files import shipped
+from core.intervals import day_window, market_date, market_zone_problem
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = shipped("sql")
 
@@ -99,11 +104,54 @@ def seed_symbols(url: str, symbols: list[str]) -> None:
         )
 
 
-def prepare(url: str, symbols: list[str]) -> list[str]:
-    """Migrate the market database and seed its symbols: what `mdp db migrate` does."""
+def prepare(url: str, symbols: list[str], market_timezone: str = "UTC") -> list[str]:
+    """Migrate the market database, seed its symbols and store the market's zone: what `mdp db
+    migrate` and `mdp up` do."""
     applied = migrate(url)
     seed_symbols(url, symbols)
+    set_market_timezone(url, market_timezone)
     return applied
+
+
+def market_zone(conn: Connection) -> ZoneInfo:
+    """The market's zone as the database holds it: the one its queries put days in."""
+    [(name,)] = conn.execute("SELECT timezone FROM market_settings").fetchall()
+    return ZoneInfo(name)
+
+
+def set_market_timezone(url: str, name: str) -> str | None:
+    """Store `name` (MARKET_TIMEZONE) as the market's zone. When it differs from the stored one,
+    the days already computed follow the old days: returns (and logs) which days to recompute and
+    the command that does it; None when nothing changed."""
+    if problem := market_zone_problem(name):
+        raise ValueError(problem)
+    with connect(url) as conn:
+        try:
+            conn.execute("SELECT now() AT TIME ZONE %s", (name,))
+        except psycopg.errors.InvalidParameterValue as exc:
+            unknown = f"MARKET_TIMEZONE {name!r} is not a zone this PostgreSQL knows"
+            raise ValueError(unknown) from exc
+        [(old,)] = conn.execute("SELECT timezone FROM market_settings FOR UPDATE").fetchall()
+        if old == name:
+            return None
+        conn.execute("UPDATE market_settings SET timezone = %s", (name,))
+        [(first, last)] = conn.execute(
+            "SELECT min(first_trade_at), max(last_trade_at) FROM symbols"
+        ).fetchall()
+    advice = f"MARKET_TIMEZONE changed from {old} to {name}: "
+    if first is None:
+        advice += "no trades yet, nothing to recompute"
+    else:
+        # The old first 1d candle starts at its midnight, perhaps in the new zone's day before.
+        old_zone, new_zone = ZoneInfo(old), ZoneInfo(name)
+        old_start = day_window(market_date(first, old_zone), old_zone)[0]
+        days = market_date(old_start, new_zone), market_date(last, new_zone)
+        advice += (
+            f"the 1d candles, daily partitions and lake files of {days[0]} … {days[1]} follow the"
+            f" old days until recomputed: run `mdp backfill {days[0]} {days[1]}`"
+        )
+    log.warning(advice)
+    return advice
 
 
 QUERIES_DIR = MIGRATIONS_DIR / "queries"

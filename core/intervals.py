@@ -1,7 +1,9 @@
-"""The candle intervals (docs/design.md §5): one place for the pipelines and the API."""
+"""The candle intervals and the market's day (docs/design.md §5): one place for the pipelines and
+the API."""
 
-from datetime import timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 Interval = Literal["1m", "5m", "15m", "1h", "1d"]
 """An interval's name, as the API's parameters and the `candles.interval` column have it."""
@@ -13,6 +15,14 @@ INTERVALS: dict[str, timedelta] = {
     "1h": timedelta(hours=1),
     "1d": timedelta(days=1),
 }
+"""Widths; every interval but `1d` is aligned to the epoch, `1d` is the market's day (its
+`MARKET_TIMEZONE` midnight to midnight: 23 or 25 hours on a daylight-saving change)."""
+
+LONGEST_MARKET_DAY = timedelta(hours=26)
+"""A market day lasts at most this long: a daylight-saving change moves clocks two hours at most."""
+
+# The years over which a zone's offsets must be whole hours: the span of trades the platform holds.
+ZONE_CHECK_YEARS = (1970, 2100)
 
 
 def candle_asset(interval: str) -> str:
@@ -21,3 +31,44 @@ def candle_asset(interval: str) -> str:
 
 
 CANDLE_ASSETS = [candle_asset(interval) for interval in INTERVALS]
+
+
+def market_zone_problem(name: str) -> str | None:
+    """Why `name` cannot be the market's zone, or None: it must be a known IANA zone whose UTC
+    offset is always a whole number of hours, so 1h buckets nest in market days."""
+    try:
+        zone = ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return f"MARKET_TIMEZONE {name!r} is not a known time zone (e.g. America/New_York)"
+    day = datetime(ZONE_CHECK_YEARS[0], 1, 1, 12, tzinfo=UTC)
+    while day.year < ZONE_CHECK_YEARS[1]:
+        offset = day.astimezone(zone).utcoffset()
+        if offset is not None and offset % timedelta(hours=1):
+            return (
+                f"MARKET_TIMEZONE {name!r} is {offset} from UTC on {day.date()}: its offset must"
+                " be a whole number of hours, so that 1h candles nest in the market's days"
+            )
+        day += timedelta(weeks=1)  # every zone keeps an offset for months at a time
+    return None
+
+
+def days_are_utc(zone: tzinfo) -> bool:
+    """Whether the market's days are UTC's: 1d buckets are then a fixed day from the epoch, like
+    the intraday ones."""
+    return str(zone) in ("UTC", "Etc/UTC")
+
+
+def market_midnight(day: date, zone: tzinfo = UTC) -> datetime:
+    """When the market day `day` begins (in UTC)."""
+    return datetime.combine(day, time(), zone).astimezone(UTC)
+
+
+def day_window(day: date, zone: tzinfo = UTC) -> tuple[datetime, datetime]:
+    """The market day `day` in `zone` as a half-open UTC range, from its midnight to the next:
+    23 or 25 hours on a daylight-saving change."""
+    return market_midnight(day, zone), market_midnight(day + timedelta(days=1), zone)
+
+
+def market_date(moment: datetime, zone: tzinfo = UTC) -> date:
+    """The market day `moment` falls in."""
+    return moment.astimezone(zone).date()

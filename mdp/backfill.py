@@ -1,8 +1,8 @@
 """`mdp backfill START END [--select ASSETS]`: one Dagster backfill of the candle partitions of the
-UTC days START…END, submitted to the platform's Dagster as the UI's Materialize button does (so it
-is on the UI's backfills page) and followed until it ends. With no platform running on the data
-folder, the command runs Dagster for itself (code server, daemon and webserver, no API) on the
-platform's database and instance."""
+market days START…END (MARKET_TIMEZONE), submitted to the platform's Dagster as the UI's
+Materialize button does (so it is on the UI's backfills page) and followed until it ends. With no
+platform running on the data folder, the command runs Dagster for itself (code server, daemon and
+webserver, no API) on the platform's database and instance."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from core.config import Settings
-from core.intervals import CANDLE_ASSETS
+from core.intervals import CANDLE_ASSETS, market_date
 from mdp.processes import free_port
 from mdp.up import Platform, Refused, describe, holder, platform_lock
 from pipelines.names import LAKE
@@ -66,7 +66,7 @@ def run_backfill(settings: Settings, start: date, end: date, select: list[str]) 
     if unknown := set(select) - set(CANDLE_ASSETS) - {LAKE}:
         print(f"mdp backfill: unknown assets {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2
-    today = datetime.now(UTC).date()
+    today = market_date(datetime.now(UTC), settings.market_zone)
     if not settings.partitions_start_date <= start <= end <= today:
         print(
             f"mdp backfill: days must lie within {settings.partitions_start_date} (the first "

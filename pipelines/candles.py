@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 
 import adbc_driver_postgresql.dbapi as adbc
 import polars as pl
 from psycopg import sql
 
-from core.db import CANDLES_LOCK_KEY, Connection, libpq_url, query
-from core.intervals import INTERVALS
+from core.db import CANDLES_LOCK_KEY, Connection, libpq_url, market_zone, query
+from core.intervals import INTERVALS, day_window, days_are_utc
 
 ROLLUP_INTERVALS = ("5m", "15m", "1h", "1d")
 
@@ -72,12 +72,23 @@ def width_us(interval: str) -> int:
     return INTERVALS[interval] // timedelta(microseconds=1)
 
 
-def _roll_up(parts: pl.LazyFrame, width: int, order_by: list[str]) -> pl.DataFrame:
-    """Merge candle-shaped rows (a trade is a candle of one trade) into buckets of `width` µs;
-    open and close are the first and last part in `order_by` order that has them, and each field
-    leaves out the parts without it (docs/design.md §5)."""
+def bucket_of(epoch_us: pl.Expr, interval: str, zone: tzinfo = UTC) -> pl.Expr:
+    """The start (epoch µs) of the `interval` bucket of each time: aligned to the epoch, but for
+    1d the market day's midnight in `zone`."""
+    if interval != "1d" or days_are_utc(zone):  # integer arithmetic is the fast path
+        return epoch_us // width_us(interval) * width_us(interval)
+    local = (
+        pl.from_epoch(epoch_us, "us").dt.replace_time_zone("UTC").dt.convert_time_zone(str(zone))
+    )
+    return local.dt.truncate("1d").dt.epoch("us")
+
+
+def _roll_up(parts: pl.LazyFrame, bucket: pl.Expr, order_by: list[str]) -> pl.DataFrame:
+    """Merge candle-shaped rows (a trade is a candle of one trade) into the buckets `bucket`
+    names; open and close are the first and last part in `order_by` order that has them, and
+    each field leaves out the parts without it (docs/design.md §5)."""
     return (
-        parts.group_by("symbol", (pl.col(order_by[0]) // width * width).alias("bucket"))
+        parts.group_by("symbol", bucket.alias("bucket"))
         .agg(
             open=pl.col("open").sort_by(order_by).drop_nulls().first(),
             high=pl.col("high").max(),
@@ -126,15 +137,15 @@ def candles_from_trades(trades: pl.DataFrame) -> pl.DataFrame:
             close_at=pl.when(open_close).then(pl.col("ts")),
         )
     )
-    return _roll_up(parts, width_us("1m"), ["ts", "seq"])
+    return _roll_up(parts, bucket_of(pl.col("ts"), "1m"), ["ts", "seq"])
 
 
-def roll_up(minute_candles: pl.DataFrame, interval: str) -> pl.DataFrame:
-    """Candles of a coarser `interval` from 1m candles."""
+def roll_up(minute_candles: pl.DataFrame, interval: str, zone: tzinfo = UTC) -> pl.DataFrame:
+    """Candles of a coarser `interval` from 1m candles; a 1d candle is a market day in `zone`."""
     parts = minute_candles.lazy().with_columns(
         notional=(pl.col("vwap") * pl.col("volume")).fill_null(0.0)
     )
-    return _roll_up(parts, width_us(interval), ["bucket_start"])
+    return _roll_up(parts, bucket_of(pl.col("bucket_start"), interval, zone), ["bucket_start"])
 
 
 # --- PostgreSQL --------------------------------------------------------------------------------
@@ -153,11 +164,6 @@ def announce(
     conn.execute(query("announce_candles"), params)
 
 
-def day_window(day: date) -> tuple[datetime, datetime]:
-    start = datetime.combine(day, time(), UTC)
-    return start, start + timedelta(days=1)
-
-
 def read_arrow(
     url: str, statement: sql.Composable, schema: pl.Schema | None = None
 ) -> pl.DataFrame:
@@ -167,9 +173,9 @@ def read_arrow(
         return pl.read_database(statement.as_string(), conn, schema_overrides=schema)
 
 
-def read_day_trades(url: str, day: date) -> pl.DataFrame:
-    """One UTC day of trades."""
-    start, end = day_window(day)
+def read_day_trades(url: str, day: date, zone: tzinfo = UTC) -> pl.DataFrame:
+    """One market day of trades."""
+    start, end = day_window(day, zone)
     text = sql.SQL(
         "SELECT symbol, ts, seq, price, volume, updates_high_low, updates_open_close,"
         " updates_volume FROM trades WHERE ts >= {} AND ts < {} AND cancelled_at IS NULL"
@@ -213,16 +219,17 @@ class DayCandles:
 def recompute_day(
     conn: Connection, url: str, day: date, intervals: Sequence[str] = tuple(INTERVALS)
 ) -> list[DayCandles]:
-    """Replace one UTC day of candles in `intervals`, atomically: 1m from the day's trades, the
-    coarser intervals rolled up from those in memory; the change log records the day as
-    replaced."""
-    start, end = day_window(day)
+    """Replace one market day of candles in `intervals` (the day in the zone the database holds,
+    docs/design.md §5), atomically: 1m from the day's trades, the coarser intervals rolled up from
+    those in memory; the change log records the day as replaced."""
     outcomes = []
     with conn.transaction():
         lock_candles(conn)  # from here on no micro-batch commits, so the read below is complete
-        minute = candles_from_trades(read_day_trades(url, day))
+        zone = market_zone(conn)
+        start, end = day_window(day, zone)
+        minute = candles_from_trades(read_day_trades(url, day, zone))
         for interval in intervals:
-            candles = minute if interval == "1m" else roll_up(minute, interval)
+            candles = minute if interval == "1m" else roll_up(minute, interval, zone)
             conn.execute(
                 'DELETE FROM candles WHERE "interval" = %s'
                 " AND bucket_start >= %s AND bucket_start < %s",

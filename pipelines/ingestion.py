@@ -25,7 +25,7 @@ class PromotedBatch:
     batch_id: int
     inbox_rows: int
     promoted: int
-    days: Counter[tuple[str, date]]  # trades promoted per (symbol, UTC day)
+    days: Counter[tuple[str, date]]  # trades promoted per (symbol, market day)
     candles: int = 0  # candles written, all intervals
 
     @property

@@ -13,8 +13,9 @@ import duckdb
 import polars as pl
 from psycopg import sql
 
-from core.intervals import INTERVALS
-from pipelines.candles import day_window, read_arrow
+from core.db import connect, market_zone
+from core.intervals import INTERVALS, day_window
+from pipelines.candles import read_arrow
 
 DATABASE_FILE = "lake.duckdb"
 
@@ -46,8 +47,11 @@ def _replace(path: Path, frame: pl.DataFrame) -> None:
 
 
 def export_day(url: str, lake: Path, day: date) -> ExportedDay:
-    """Copy one UTC day of candles and trades to the lake, replacing that day's files."""
-    start, end = (sql.Literal(bound) for bound in day_window(day))
+    """Copy one market day (docs/design.md §5) of candles and trades to the lake, replacing that
+    day's files."""
+    with connect(url) as conn:
+        zone = market_zone(conn)
+    start, end = (sql.Literal(bound) for bound in day_window(day, zone))
     candles = read_arrow(
         url,
         sql.SQL(

@@ -97,7 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         stream=hub,
         feed=EventFeed(pool, hub, max_followers=settings.streams_per_process),
         fanout=Fanout(pool, hub),
-        candle_cache=CandleCache(pool),
+        candle_cache=CandleCache(pool, market_zone=settings.market_zone),
         expected_migrations=migration_ids(),
     )
     install_error_handlers(app)

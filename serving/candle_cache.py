@@ -3,8 +3,9 @@
 A bucket that has closed changes only when a micro-batch merges a late trade into it, an outside
 pipeline announces a change (`POST /internal/agg-update`) or its day is recomputed, and all three
 are written to the change log `candle_updates`. Each API process keeps the JSON of the closed
-candles it served, in blocks of 1,440 buckets per symbol and interval (a UTC day of 1m bars),
-follows the change log to drop the blocks that changed, and reads live only the open bucket. A
+candles it served, in blocks of 1,440 buckets per symbol and interval (a UTC day of 1m bars; 1d
+bars only when the market's day is UTC's), follows the change log to drop the blocks that changed,
+and reads live only the open bucket. A
 read whose closed buckets have trades still pending in the inbox (late trades) is not served from
 here: those buckets are merged live. The change log and the pending trades are re-read only after
 a commit: at once after one of this process, after another's when its NOTIFY arrives; while the
@@ -21,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 import msgspec
@@ -30,7 +31,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from core.db import query
-from core.intervals import INTERVALS
+from core.intervals import INTERVALS, LONGEST_MARKET_DAY, days_are_utc
 from serving.listener import Heard
 
 BUCKETS_PER_BLOCK = 1440
@@ -173,8 +174,14 @@ class _Log:
 
 
 class CandleCache:
-    def __init__(self, pool: AsyncConnectionPool, max_bytes: int = 64 * 2**20) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool, max_bytes: int = 64 * 2**20, market_zone: tzinfo = UTC
+    ) -> None:
         self._pool = pool
+        # Blocks hold buckets of one width from the epoch: 1d buckets are so only when the
+        # market's day is UTC's (elsewhere 23 to 25 hours from a local midnight), and otherwise
+        # read directly (a year of them is 365 rows).
+        self._day_blocks = days_are_utc(market_zone)
         self.max_bytes = max_bytes
         self._blocks: OrderedDict[tuple[str, str, int], Block] = OrderedDict()
         self._bytes = 0
@@ -200,6 +207,9 @@ class CandleCache:
         stream hub's): while it stays the same, the change log and the pending trades are as
         last read; when it comes from a new LISTEN connection, the blocks are dropped (the
         process may have been deaf) and the log read again before any block is served."""
+        if interval == "1d" and not self._day_blocks:
+            READS.labels("direct").inc()
+            return None
         window = _Window.of(interval, start, end)
         blocks = window.blocks
         if len(blocks) > MAX_BLOCKS_PER_READ or (blocks and blocks[0] < FIRST_BLOCK_START):
@@ -329,7 +339,7 @@ class CandleCache:
             if block is not None and bucket < block.until:
                 yield key
             return
-        day_end = bucket + INTERVALS["1d"] // MICROSECOND
+        day_end = bucket + LONGEST_MARKET_DAY // MICROSECOND
         for key, block in self._blocks.items():
             if key[1] == interval and block.first < day_end and bucket < block.until:
                 yield key

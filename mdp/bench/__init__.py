@@ -29,7 +29,7 @@ def bench_database(settings: Settings) -> Iterator[str]:
         embedded.start()
         url = embedded.database(BENCH_DATABASE)
     try:
-        prepare(url, settings.symbol_list)
+        prepare(url, settings.symbol_list, settings.market_timezone)
         yield url
     finally:
         if embedded is not None:

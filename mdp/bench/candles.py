@@ -11,9 +11,9 @@ from typing import Any
 
 from core.config import Settings
 from core.db import connect, query
-from core.intervals import INTERVALS
+from core.intervals import INTERVALS, day_window
 from mdp.bench import best_of
-from pipelines.candles import day_window, read_day_trades, recompute_day
+from pipelines.candles import read_day_trades, recompute_day
 from pipelines.ingestion import promote_batch
 
 DAY = date(2026, 1, 2)
@@ -104,8 +104,14 @@ def _dagster_step(url: str) -> tuple[float, float]:
 def _sql_candles(url: str) -> None:
     start, end = day_window(DAY)
     with connect(url) as conn:
-        for width in INTERVALS.values():
-            params = {"width": width, "start": start, "end": end, "symbol": None}
+        for interval, width in INTERVALS.items():
+            params = {
+                "interval": interval,
+                "width": width,
+                "start": start,
+                "end": end,
+                "symbol": None,
+            }
             conn.execute(query("candles_by_sql"), params).fetchall()
 
 

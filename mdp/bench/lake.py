@@ -13,8 +13,8 @@ import duckdb
 
 from core.config import Settings
 from core.db import connect
+from core.intervals import day_window
 from mdp.bench import best_of
-from pipelines.candles import day_window
 from pipelines.lake import define_views, export_day
 
 FIRST_DAY = date(2026, 1, 1)

@@ -13,10 +13,11 @@ import httpx
 
 from core.config import Settings
 from core.db import connect, query
+from core.intervals import day_window
 from mdp.bench.candles import DAY, seed_day
 from mdp.bench.load import request_bytes, run_load
 from mdp.processes import api_server
-from pipelines.candles import day_window, recompute_day
+from pipelines.candles import recompute_day
 
 REQUESTS = 3000
 CONCURRENCY = 16
@@ -47,7 +48,13 @@ def bench_serve(
             run_load(api, lambda _: probe, total=REQUESTS, concurrency=CONCURRENCY)
         )
     # The same bars computed from the day's trades by PostgreSQL, as a request would have to.
-    params = {"width": timedelta(minutes=1), "start": start, "end": end, "symbol": symbol}
+    params = {
+        "interval": "1m",
+        "width": timedelta(minutes=1),
+        "start": start,
+        "end": end,
+        "symbol": symbol,
+    }
     with connect(url) as conn:
         started = time.perf_counter()
         for _round in range(SQL_ROUNDS):

@@ -1,5 +1,6 @@
-"""Candle assets `candles_1m` … `candles_1d`: daily UTC partitions, recomputed with Polars and
-replaced in PostgreSQL a whole day at a time; with freshness policies and asset checks.
+"""Candle assets `candles_1m` … `candles_1d`: daily partitions (the market's days), recomputed
+with Polars and replaced in PostgreSQL a whole day at a time; with freshness policies and asset
+checks.
 
 Micro-batches keep today's buckets current between these runs (see `defs/ingestion.py`); a
 partition run is the backfill and the end-of-day finalization."""
@@ -10,9 +11,10 @@ from typing import Any
 
 import dagster as dg
 
+from core.config import get_settings
 from core.db import query
-from core.intervals import INTERVALS, candle_asset
-from pipelines.candles import day_window, recompute_day
+from core.intervals import INTERVALS, candle_asset, day_window, market_date
+from pipelines.candles import recompute_day
 from pipelines.defs.partitions import daily_partitions
 from pipelines.defs.resources import MarketDatabase
 from pipelines.names import CANDLE_CHECKS_JOB, MINUTE_CANDLES, TRADES
@@ -76,8 +78,9 @@ def _checked_window(context: dg.AssetCheckExecutionContext) -> tuple[datetime, d
     if context.has_partition_key_range or context.has_partition_key:
         window = context.partition_time_window
         return window.start.astimezone(UTC), window.end.astimezone(UTC)
-    today = datetime.now(UTC).date()
-    return day_window(today - timedelta(days=1))[0], day_window(today)[1]
+    zone = get_settings().market_zone
+    today = market_date(datetime.now(UTC), zone)
+    return day_window(today - timedelta(days=1), zone)[0], day_window(today, zone)[1]
 
 
 def _describe(rows: list[tuple[Any, ...]], limit: int = 5) -> str:

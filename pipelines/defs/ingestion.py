@@ -18,7 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 
 from core.config import get_settings
-from core.intervals import INTERVALS, candle_asset
+from core.intervals import INTERVALS, candle_asset, market_date
 from pipelines.defs.partitions import daily_partitions
 from pipelines.defs.resources import MarketDatabase
 from pipelines.ingestion import (
@@ -100,7 +100,7 @@ def _idle_report() -> Iterator[dg.AssetMaterialization]:
     nothing new (a quiet market, not a stuck pipeline)."""
     idle = {"idle": True, "promoted": 0}
     yield dg.AssetMaterialization(asset_key=TRADES, metadata=idle)
-    today = datetime.now(UTC).date().isoformat()
+    today = market_date(datetime.now(UTC), get_settings().market_zone).isoformat()
     if daily_partitions.has_partition_key(today):
         for interval in INTERVALS:
             yield dg.AssetMaterialization(

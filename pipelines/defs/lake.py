@@ -2,7 +2,7 @@
 nightly finalization (same job) and every partition run of the candles (`candles_lake_sensor`)."""
 
 from collections.abc import Iterator
-from datetime import UTC, date, timedelta
+from datetime import date, timedelta
 
 import dagster as dg
 
@@ -24,9 +24,9 @@ from pipelines.names import INGEST_JOB, LAKE, LAKE_JOB, LAKE_TODAY_TAG
     freshness_policy=dg.FreshnessPolicy.time_window(
         fail_window=timedelta(minutes=15), warn_window=timedelta(minutes=7)
     ),
-    description="Candles of every interval and canonical trades per UTC day, as hive-partitioned "
-    "Parquet under LAKE_DIR, with views in LAKE_DIR/lake.duckdb. Today is refreshed every 5 "
-    "minutes.",
+    description="Candles of every interval and canonical trades per market day, as "
+    "hive-partitioned Parquet under LAKE_DIR, with views in LAKE_DIR/lake.duckdb. Today is "
+    "refreshed every 5 minutes.",
 )
 def candles_lake(
     context: dg.AssetExecutionContext, market_db: MarketDatabase
@@ -54,13 +54,13 @@ candles_lake_job = dg.define_asset_job(
 @dg.schedule(
     job=candles_lake_job,
     cron_schedule="*/5 * * * *",
-    execution_timezone="UTC",
+    execution_timezone=get_settings().market_timezone,
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Every 5 minutes: export today so far, so analysts see the day while it trades "
     "(micro-batches go on meanwhile: the export only reads).",
 )
 def lake_today_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    moment = context.scheduled_execution_time.astimezone(UTC)
+    moment = context.scheduled_execution_time.astimezone(get_settings().market_zone)
     return dg.RunRequest(
         run_key=f"today-{moment:%Y%m%dT%H%M}", partition_key=moment.date().isoformat(),
         tags=LAKE_TODAY_TAG,

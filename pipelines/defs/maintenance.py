@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
+from core.config import get_settings
 from pipelines.names import (
     CANDLE_CHECKS_JOB,
     FINALIZE_JOB,
@@ -35,12 +36,14 @@ finalize_candles_job = dg.define_asset_job(
 @dg.schedule(
     job=finalize_candles_job,
     cron_schedule="10 0 * * *",
-    execution_timezone="UTC",
+    execution_timezone=get_settings().market_timezone,
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Shortly after midnight UTC: recompute, check and export yesterday's candles.",
+    description="Shortly after the market's midnight: recompute, check and export the market's "
+    "yesterday.",
 )
 def finalize_yesterday_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    yesterday = (context.scheduled_execution_time.astimezone(UTC) - timedelta(days=1)).date()
+    moment = context.scheduled_execution_time.astimezone(get_settings().market_zone)
+    yesterday = moment.date() - timedelta(days=1)
     return dg.RunRequest(run_key=yesterday.isoformat(), partition_key=yesterday.isoformat())
 
 

@@ -5,7 +5,7 @@ accepted moments ago."""
 from __future__ import annotations
 
 import io
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -14,13 +14,14 @@ from psycopg import AsyncConnection
 from pydantic import BaseModel
 
 from core.db import query
-from core.intervals import INTERVALS, Interval
+from core.intervals import INTERVALS, Interval, day_window, days_are_utc, market_date
 from core.ticks import EARLIEST, EPOCH
 from serving.auth import ReadAuth
 from serving.candle_cache import Candle as CacheCandle
 from serving.candle_cache import Page
 from serving.deps import (
     LATEST,
+    AppSettings,
     Cache,
     PathSymbol,
     Pool,
@@ -63,8 +64,9 @@ def _trade(row: tuple[Any, ...]) -> Trade:
 
 
 class DayFigures(BaseModel):
-    """Today (UTC) so far, pending trades included; change is against yesterday's close. Prices
-    are null while no trade of the day may set them (sale conditions, docs/design.md §5)."""
+    """Today (the market's day, MARKET_TIMEZONE) so far, pending trades included; change is
+    against yesterday's close. Prices are null while no trade of the day may set them (sale
+    conditions, docs/design.md §5)."""
 
     date: str
     open: float | None
@@ -127,20 +129,20 @@ async def symbols(pool: Pool) -> Symbols:
     )
 
 
-async def _ticker(registry: Registry, pool: Pool, symbol: str) -> Ticker:
+async def _ticker(registry: Registry, pool: Pool, symbol: str, zone: tzinfo) -> Ticker:
     await known_symbol(registry, symbol)
-    today = datetime.now(UTC).date()
-    start = datetime.combine(today - timedelta(days=1), time(), UTC)
+    today = market_date(datetime.now(UTC), zone)
+    start, end = day_window(today - timedelta(days=1), zone)[0], day_window(today, zone)[1]
     async with pool.connection() as conn:
         latest = await (await conn.execute(query("latest_trade"), {"symbol": symbol})).fetchone()
         days = await (
             await conn.execute(
                 "SELECT bucket_start, open, high, low, close, volume, trade_count"
                 " FROM live_candles(%s, '1d', '1 day', %s, %s, 2)",
-                (symbol, start, start + timedelta(days=2)),
+                (symbol, start, end),
             )
         ).fetchall()
-    by_day = {row[0].date(): row for row in days}
+    by_day = {market_date(row[0], zone): row for row in days}
     figures = None
     if current := by_day.get(today):
         _, open_, high, low, last, volume, count = current
@@ -166,15 +168,19 @@ async def _ticker(registry: Registry, pool: Pool, symbol: str) -> Ticker:
 
 
 @router.get("/tickers/{symbol}", responses=SYMBOL_READ)
-async def ticker(registry: Registry, pool: Pool, symbol: PathSymbol) -> Ticker:
-    """The latest trade and today's open, high, low, last, volume and change."""
-    return await _ticker(registry, pool, symbol)
+async def ticker(
+    registry: Registry, pool: Pool, settings: AppSettings, symbol: PathSymbol
+) -> Ticker:
+    """The latest trade and today's (the market's day) open, high, low, last, volume and change."""
+    return await _ticker(registry, pool, symbol, settings.market_zone)
 
 
 @router.get("/tickets/{symbol}", responses=SYMBOL_READ, deprecated=True)
-async def ticket(registry: Registry, pool: Pool, symbol: PathSymbol) -> Ticker:
+async def ticket(
+    registry: Registry, pool: Pool, settings: AppSettings, symbol: PathSymbol
+) -> Ticker:
     """The older spelling of `/tickers/{symbol}`, kept for existing clients."""
-    return await _ticker(registry, pool, symbol)
+    return await _ticker(registry, pool, symbol, settings.market_zone)
 
 
 FIRST_SEQ = -(2**63)
@@ -324,10 +330,24 @@ class BucketTrades(BaseModel):
     next_page_token: str | None
 
 
+def _bucket_end(start: datetime, interval: str, zone: tzinfo) -> datetime | None:
+    """The end of the `interval` bucket starting at `start`; None when none starts there. A 1d
+    bucket is a market day (docs/design.md §5): from a midnight in `zone` to the next."""
+    width = INTERVALS[interval]
+    if interval != "1d" or days_are_utc(zone):
+        return None if (start - EPOCH) % width else shifted(start, width)
+    try:
+        day_start, day_end = day_window(market_date(start, zone), zone)
+    except OverflowError:  # a day at the calendar's ends
+        return None
+    return day_end if day_start == start else None
+
+
 @router.get("/candles/trades", responses=SYMBOL_READ)
 async def candle_trades(
     pool: Pool,
     registry: Registry,
+    settings: AppSettings,
     symbol: QuerySymbol,
     bucket_start: datetime,
     interval: Interval = "1m",
@@ -340,14 +360,14 @@ async def candle_trades(
     trades summed back under those give the candle exactly."""
     await known_symbol(registry, symbol)
     start = utc(bucket_start, "bucket_start")
-    width = INTERVALS[interval]
-    if (start - EPOCH) % width:
+    end = _bucket_end(start, interval, settings.market_zone)
+    if end is None:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"bucket_start is not the start of a {interval} bucket",
         )
     after = _after(page_token) if page_token else (EARLIEST, FIRST_SEQ)
-    params = {"symbol": symbol, "start": start, "end": shifted(start, width), "limit": limit}
+    params = {"symbol": symbol, "start": start, "end": end, "limit": limit}
     params |= {"ts": after[0], "seq": after[1]}
     async with pool.connection() as conn:
         rows = await (await conn.execute(query("bucket_trades"), params)).fetchall()

@@ -7,7 +7,7 @@ import json
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
@@ -16,9 +16,9 @@ from psycopg import sql
 from pydantic import BaseModel
 
 from core.db import query
-from core.intervals import INTERVALS
+from core.intervals import INTERVALS, LONGEST_MARKET_DAY, market_midnight
 from serving.auth import ReadAuth
-from serving.deps import PathSymbol, Pool, Registry, known_symbol, shifted
+from serving.deps import LATEST, AppSettings, PathSymbol, Pool, Registry, known_symbol, shifted
 from serving.errors import refusals
 
 router = APIRouter(
@@ -94,14 +94,16 @@ class BarShape:
 
     @property
     def base_per_bar(self) -> int:
-        """The most base buckets one bar can hold (a day-aligned bar ends with its day)."""
+        """The most base buckets one bar can hold (a day-aligned bar ends with its market day)."""
         if self.align == "months":
             return 31 * self.months
-        span = min(self.width, timedelta(days=1)) if self.align == "day" else self.width
+        span = min(self.width, LONGEST_MARKET_DAY) if self.align == "day" else self.width
         return span // INTERVALS[self.base]
 
 
 def bar_shape(multiplier: int, timespan: str) -> BarShape:
+    """Minute and hour bars from the market day's midnight; day, week (from Monday) and month
+    bars group whole market days (docs/design.md §5)."""
     if timespan in ("minute", "hour"):
         width = (
             timedelta(minutes=multiplier) if timespan == "minute" else timedelta(hours=multiplier)
@@ -116,22 +118,22 @@ def bar_shape(multiplier: int, timespan: str) -> BarShape:
     return BarShape("1d", "months", timedelta(0), months)
 
 
-def _bound(value: str, *, end: bool) -> datetime:
-    """`from`/`to` as Unix milliseconds (a bar starting at `to` is included) or a date (whole
-    days, `to` inclusive); the result is a half-open bound."""
+def _bound(value: str, *, end: bool, zone: tzinfo) -> datetime:
+    """`from`/`to` as Unix milliseconds (a bar starting at `to` is included) or a market date
+    (whole market days in `zone`, `to` inclusive); the result is a half-open bound."""
     try:
         if EPOCH_MS.match(value):
             start = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=int(value))
-            unit = timedelta(milliseconds=1)
-        else:
-            start = datetime.combine(date.fromisoformat(value), datetime.min.time(), UTC)
-            unit = timedelta(days=1)
+            return shifted(start, timedelta(milliseconds=1)) if end else start
+        day = date.fromisoformat(value)
+        if not end:
+            return market_midnight(day, zone)
+        return LATEST if day == date.max else market_midnight(day + timedelta(days=1), zone)
     except (ValueError, OverflowError) as exc:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"{value!r} is neither YYYY-MM-DD nor Unix milliseconds within the years 1 to 9999",
         ) from exc
-    return shifted(start, unit) if end else start
 
 
 def _not_found() -> JSONResponse:
@@ -153,6 +155,7 @@ async def aggregates(
     request: Request,
     pool: Pool,
     registry: Registry,
+    settings: AppSettings,
     ticker: PathSymbol,
     multiplier: Annotated[int, Path(ge=1, le=100_000)],
     timespan: Timespan,
@@ -164,7 +167,8 @@ async def aggregates(
 ) -> Response:
     """Aggregate bars (`o h l c v vw n t`) as Polygon serves them; an unknown ticker gives
     `resultsCount: 0`. `adjusted` is accepted and echoed (trades here are never split-adjusted)."""
-    start, end = _bound(from_, end=False), _bound(to, end=True)
+    zone = settings.market_zone
+    start, end = _bound(from_, end=False, zone=zone), _bound(to, end=True, zone=zone)
     if start >= end:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "from is after to")
     envelope: dict[str, Any] = {

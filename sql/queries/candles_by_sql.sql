@@ -2,9 +2,12 @@
 -- symbol or of all when %(symbol)s is null: the independent reference the tests hold the Polars
 -- path to, and the benchmarks' SQL baseline. Each field counts the trades its sale conditions let
 -- update it; a bucket whose trades may update nothing has no candle. Cancelled trades count
--- nowhere.
+-- nowhere. Buckets of %(width)s from the epoch; for %(interval)s '1d' the market's days (in the
+-- zone `market_settings` holds).
 SELECT symbol,
-       date_bin(%(width)s, ts, 'epoch') AS bucket_start,
+       CASE WHEN %(interval)s = '1d'
+            THEN date_trunc('day', ts, (SELECT timezone FROM market_settings))
+            ELSE date_bin(%(width)s, ts, 'epoch') END AS bucket_start,
        (array_agg(price ORDER BY ts, seq) FILTER (WHERE updates_open_close))[1] AS open,
        max(price) FILTER (WHERE updates_high_low) AS high,
        min(price) FILTER (WHERE updates_high_low) AS low,

@@ -1,7 +1,9 @@
 -- Polygon-style aggregate bars, built as JSON by PostgreSQL: live candles of a stored base
--- interval rolled up into bars of %(width)s (minutes and hours aligned from each UTC day's start,
--- days from the epoch, weeks from a Monday) or of %(months)s calendar months. Bars starting in
--- [start, end), in %(sign)s order (1 ascending, -1 descending), at most %(limit)s + 1.
+-- interval rolled up into bars of %(width)s (minutes and hours aligned from each market day's
+-- start, days from the epoch, weeks from a Monday) or of %(months)s calendar months. Days, weeks
+-- and months are the market's, in the zone `market_settings` holds: a bar of them starts at a
+-- market midnight and holds whole 1d candles, however long its days (docs/design.md §5). Bars
+-- starting in [start, end), in %(sign)s order (1 ascending, -1 descending), at most %(limit)s + 1.
 --
 -- A page reads the base candles of a span, not of the whole range left: from the range's edge in
 -- the sort's direction to the %(reach)s-th stored base candle, (limit + 1) times the most base
@@ -29,19 +31,24 @@ base AS (
     SELECT b.*
     FROM span, live_candles(%(symbol)s, %(base)s, %(base_width)s, span.low, span.high, 100000000) b
 ),
+local AS (  -- each base candle's market date, and the number of days in a bar of days or weeks
+    SELECT b.*, z.zone, (b.bucket_start AT TIME ZONE z.zone)::date AS day,
+           extract(day FROM %(width)s::interval)::int AS days,
+           CASE %(align)s WHEN 'monday' THEN date '1970-01-05' ELSE date '1970-01-01' END AS origin
+    FROM base b, (SELECT timezone AS zone FROM market_settings) z
+),
 months AS (
-    SELECT *, (extract(year FROM bucket_start AT TIME ZONE 'UTC')::int * 12
-               + extract(month FROM bucket_start AT TIME ZONE 'UTC')::int - 1)
+    SELECT *, (extract(year FROM day)::int * 12 + extract(month FROM day)::int - 1)
               / greatest(%(months)s, 1) * greatest(%(months)s, 1) AS month_index
-    FROM base
+    FROM local
 ),
 bars AS (
     SELECT CASE %(align)s
                WHEN 'day' THEN date_bin(%(width)s, bucket_start,
-                                        date_trunc('day', bucket_start, 'UTC'))
-               WHEN 'epoch' THEN date_bin(%(width)s, bucket_start, 'epoch')
-               WHEN 'monday' THEN date_bin(%(width)s, bucket_start, '1970-01-05 00:00+00')
-               ELSE make_timestamptz(month_index / 12, month_index %% 12 + 1, 1, 0, 0, 0, 'UTC')
+                                        date_trunc('day', bucket_start, zone))
+               WHEN 'months' THEN make_date(month_index / 12, month_index %% 12 + 1, 1)::timestamp
+                                  AT TIME ZONE zone
+               ELSE (day - ((day - origin) %% days + days) %% days)::timestamp AT TIME ZONE zone
            END AS t,
            (array_agg(open ORDER BY bucket_start) FILTER (WHERE open IS NOT NULL))[1] AS o,
            max(high) AS h,

@@ -1,7 +1,8 @@
 -- One micro-batch, in one statement inside the caller's transaction (which holds the candles lock):
 -- promote the oldest pending inbox rows to canonical trades, merge them into the candles of every
--- interval and record the batch. Returns one row: the trades promoted per (symbol, UTC day), and
--- the candles written (to be announced to /stream), as arrays.
+-- interval and record the batch. Returns one row: the trades promoted per (symbol, market day:
+-- the date in the zone `market_settings` holds), and the candles written (to be announced to
+-- /stream), as arrays. 1d buckets start at the market's midnight, the others at the epoch.
 --
 -- The batch is every inbox row up to %(up_to_seq)s (the caller chose it); acceptance order is seq
 -- order, and the first accepted (source, event_id) wins, whether its twin is in this batch or was
@@ -53,7 +54,10 @@ partials AS (  -- the batch's own candles: 1m from its trades, the coarser ones 
            trade_count, open_at, close_at
     FROM minutes
     UNION ALL
-    SELECT m.symbol, w."interval", date_bin(w.width, m.bucket_start, 'epoch'),
+    SELECT m.symbol, w."interval",
+           CASE WHEN w."interval" = '1d'
+                THEN date_trunc('day', m.bucket_start, (SELECT timezone FROM market_settings))
+                ELSE date_bin(w.width, m.bucket_start, 'epoch') END,
            (array_agg(m.open ORDER BY m.open_at) FILTER (WHERE m.open_at IS NOT NULL))[1],
            max(m.high), min(m.low),
            (array_agg(m.close ORDER BY m.close_at DESC) FILTER (WHERE m.close_at IS NOT NULL))[1],
@@ -89,8 +93,8 @@ merged AS (
     RETURNING c.symbol, c."interval", c.bucket_start
 ),
 touched AS (
-    SELECT symbol, date_bin('1 day', ts, 'epoch') AS day, min(ts) AS min_ts, max(ts) AS max_ts,
-           count(*) AS trades
+    SELECT symbol, (ts AT TIME ZONE (SELECT timezone FROM market_settings))::date AS day,
+           min(ts) AS min_ts, max(ts) AS max_ts, count(*) AS trades
     FROM inserted
     GROUP BY 1, 2
 ),
@@ -116,7 +120,7 @@ batch AS (
 )
 SELECT t.symbols, t.days, t.trades, m.symbols, m.intervals, m.bucket_starts
 FROM (SELECT coalesce(array_agg(symbol), '{}') AS symbols,
-             coalesce(array_agg((day AT TIME ZONE 'UTC')::date), '{}') AS days,
+             coalesce(array_agg(day), '{}') AS days,
              coalesce(array_agg(trades), '{}') AS trades
       FROM touched) t,
      (SELECT coalesce(array_agg(symbol), '{}') AS symbols,

@@ -2,7 +2,8 @@
 -- %(symbols)s is NULL) and bucket of %(width)s in [%(start)s, %(end)s), the bar of its accepted
 -- trades, promoted or still pending (resends left out; open and close by time, then acceptance;
 -- each field over the trades their sale conditions let update it),
--- with the symbol's UTC day so far: its volume, open and VWAP (materialized merged with pending).
+-- with the symbol's market day so far (in the zone `market_settings` holds): its volume, open and
+-- VWAP (materialized merged with pending).
 WITH accepted AS (
     SELECT symbol, ts, seq, price, volume, updates_high_low, updates_open_close, updates_volume
     FROM trades
@@ -42,8 +43,11 @@ SELECT b.symbol,
        b.open, b.high, b.low, b.close, b.volume, b.vwap, b.trade_count,
        d.volume AS day_volume, d.open AS day_open, d.vwap AS day_vwap
 FROM bars b
+CROSS JOIN (SELECT timezone AS zone FROM market_settings) z
 CROSS JOIN LATERAL live_candles(
-    b.symbol, '1d', interval '1 day', date_bin(interval '1 day', b.bucket_start, 'epoch'),
-    date_bin(interval '1 day', b.bucket_start, 'epoch') + interval '1 day', 1
+    b.symbol, '1d', interval '1 day', date_trunc('day', b.bucket_start, z.zone),
+    ((date_trunc('day', b.bucket_start, z.zone) AT TIME ZONE z.zone) + interval '1 day')
+        AT TIME ZONE z.zone,
+    1
 ) d
 ORDER BY b.bucket_start, b.symbol
