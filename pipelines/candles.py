@@ -47,7 +47,10 @@ TRADE_SCHEMA = pl.Schema(
         "updates_volume": pl.Boolean(),
     }
 )
-ARROW_TRADE_SCHEMA = pl.Schema({**TRADE_SCHEMA, "ts": pl.Datetime("us", "UTC")})
+ARROW_READ_SCHEMA = pl.Schema(
+    {**{k: v for k, v in TRADE_SCHEMA.items() if not k.startswith("updates_")},
+     "ts": pl.Datetime("us", "UTC"), "rules": pl.Int16()}
+)  # fmt: skip
 CANDLE_SCHEMA = pl.Schema(
     {
         "symbol": pl.String(),
@@ -174,14 +177,27 @@ def read_arrow(
 
 
 def read_day_trades(url: str, day: date, zone: tzinfo = UTC) -> pl.DataFrame:
-    """One market day of trades."""
+    """One market day of trades, cancelled ones left out. The three update rules travel as the
+    bits of one small integer: three boolean columns made the day's read a quarter slower (ADBC
+    converts booleans row by row), one int2 costs a tenth of that."""
     start, end = day_window(day, zone)
     text = sql.SQL(
-        "SELECT symbol, ts, seq, price, volume, updates_high_low, updates_open_close,"
-        " updates_volume FROM trades WHERE ts >= {} AND ts < {} AND cancelled_at IS NULL"
+        "SELECT symbol, ts, seq, price, volume, (updates_high_low::int"
+        " + 2 * updates_open_close::int + 4 * updates_volume::int)::int2 AS rules"
+        " FROM trades WHERE ts >= {} AND ts < {} AND cancelled_at IS NULL"
     ).format(sql.Literal(start), sql.Literal(end))
-    frame = read_arrow(url, text, ARROW_TRADE_SCHEMA)
-    return frame.with_columns(pl.col("ts").dt.epoch("us"))
+    frame = read_arrow(url, text, ARROW_READ_SCHEMA)
+    rules = pl.col("rules")
+    return frame.select(
+        "symbol",
+        pl.col("ts").dt.epoch("us"),
+        "seq",
+        "price",
+        "volume",
+        updates_high_low=(rules & 1) > 0,
+        updates_open_close=(rules & 2) > 0,
+        updates_volume=(rules & 4) > 0,
+    )
 
 
 def insert_candles(conn: Connection, interval: str, candles: pl.DataFrame) -> int:
