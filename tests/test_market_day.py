@@ -7,7 +7,6 @@ to the epoch; a zone whose offset is not whole hours is refused."""
 from __future__ import annotations
 
 import asyncio
-import math
 import subprocess
 from collections import defaultdict
 from collections.abc import Iterator
@@ -29,12 +28,14 @@ from core.config import Settings
 from core.db import Connection, connect, market_zone, set_market_timezone
 from core.intervals import INTERVALS, day_window, market_date
 from mdp.processes import api_server, spawn_mdp
-from mdp.reconcile import candle_differences, close_enough
+from mdp.reconcile import candle_differences
 from pipelines.candles import recompute_day
 from pipelines.ingestion import promote_batch
 from pipelines.lake import candle_file, export_day, trade_file
 from tests.conftest import PASSWORD, USER, api_env
 from tests.support import tick
+from tests.test_conditions import Bar, same
+from tests.test_conditions import stored_candles as stored
 from tests.test_websocket import connected, live, post, until
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -52,8 +53,6 @@ ANCHORS = [
 ]
 WINDOW = (datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC))
 SYMBOLS = ("AAPL", "MSFT")
-
-Bar = tuple[float, float, float, float, float, float, int]
 
 
 @pytest.fixture(scope="module")
@@ -100,25 +99,6 @@ def expected(trades: list[tuple[str, datetime, float, float]], interval: str) ->
         )
         for key, members in buckets.items()
     }
-
-
-def same(got: dict[Any, Bar], want: dict[Any, Bar]) -> bool:
-    return got.keys() == want.keys() and all(
-        got[k][:4] == want[k][:4]
-        and got[k][6] == want[k][6]
-        and math.isclose(got[k][4], want[k][4], rel_tol=1e-12)
-        and close_enough(got[k][5], want[k][5])
-        for k in got
-    )
-
-
-def stored(db: Connection, interval: str) -> dict[Any, Bar]:
-    rows = db.execute(
-        "SELECT symbol, bucket_start, open, high, low, close, volume, vwap, trade_count"
-        ' FROM candles WHERE "interval" = %s',
-        (interval,),
-    ).fetchall()
-    return {(r[0], r[1]): tuple(r[2:]) for r in rows}
 
 
 def served(client: httpx.Client, interval: str) -> dict[Any, Bar]:
