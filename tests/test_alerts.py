@@ -118,8 +118,8 @@ def test_prometheus_fires_ingestion_stale_when_the_drains_stop(
     assert _alert(prometheus, "MdpDatabaseDown") is None
 
 
-def test_the_readme_lists_every_alert_with_its_runbook() -> None:
-    readme = (RULES.parent.parent / "README.md").read_text()
+def test_the_operations_guide_lists_every_alert_with_its_runbook() -> None:
+    readme = (RULES.parent.parent / "docs" / "operations.md").read_text()
     for group in yaml.safe_load((RULES / "alerts.yml").read_text())["groups"]:
         for rule in group["rules"]:
             runbook = " ".join(rule["annotations"]["runbook"].split())

@@ -1,5 +1,5 @@
 """The analysts' lake: exported days equal PostgreSQL's candles and trades, a re-export replaces a
-day without duplicates, and `mdp sql` answers the README's examples correctly, offline."""
+day without duplicates, and `mdp sql` answers the user's guide's examples correctly, offline."""
 
 from __future__ import annotations
 
@@ -96,8 +96,8 @@ def test_a_re_export_replaces_the_day_without_duplicates(
     assert not list(tmp_path.rglob("*.partial"))
 
 
-def readme_queries() -> list[str]:
-    readme = (ROOT / "README.md").read_text()
+def guide_queries() -> list[str]:
+    readme = (ROOT / "docs" / "guide.md").read_text()
     guide = readme[readme.index("## Analyst guide") :]
     examples = re.findall(r"^# .+\n(\./run sql .+)$", guide, flags=re.M)
     return [shlex.split(line)[2] for line in examples]
@@ -116,12 +116,12 @@ def mdp_sql(lake: Path, query: str, *flags: str) -> str:
 
 
 @pytest.mark.usefixtures("traded")
-def test_mdp_sql_answers_the_readme_examples(
+def test_mdp_sql_answers_the_guides_examples(
     db: Connection, database_url: str, tmp_path: Path
 ) -> None:
     for day in DAYS:
         export_day(database_url, tmp_path, day)
-    vwap, returns, movers, profile = readme_queries()
+    vwap, returns, movers, profile = guide_queries()
 
     answers = json.loads(mdp_sql(tmp_path, vwap, "--format", "json"))
     expected = db.execute(

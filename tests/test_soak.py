@@ -1,6 +1,6 @@
 """`mdp bench soak`, short: the whole platform under a steady feed and steady readers makes no
 error, loses and doubles nothing, keeps every candle exact and reports memory over time. The long
-variant is the same command with `--minutes`; its figures are in the README."""
+variant is the same command with `--minutes`; its figures are in docs/performance.md."""
 
 from __future__ import annotations
 
