@@ -117,53 +117,53 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "suite", nargs="*", help=f"any of {', '.join(SUITES)} (default: all but soak)"
     )
-    bench.add_argument("--rows", type=int, default=200_000, help="rows for the ingest benchmark")
-    bench.add_argument(
+    # Each option's default is the benchmark's own (its keyword-only parameters): an option
+    # left out is not passed, and one no chosen benchmark takes is refused.
+    options = bench.add_argument_group("options (each benchmark's default when left out)")
+    options.add_argument("--rows", type=int, help="rows for the ingest benchmark (200,000)")
+    options.add_argument(
         "--workers",
         type=int,
-        default=1,
-        help="API worker processes in the ingest and serve benchmarks (mdp serve --workers)",
+        help="API worker processes in the ingest and serve benchmarks (mdp serve --workers; 1)",
     )
-    bench.add_argument(
-        "--trades", type=int, default=1_000_000, help="trades in the candle benchmark's day"
+    options.add_argument(
+        "--trades", type=int, help="trades in the candle and serve benchmarks' day (1,000,000)"
     )
-    bench.add_argument(
-        "--seconds",
-        type=int,
-        default=120,
-        help="how long the freshness benchmark runs the platform",
+    options.add_argument(
+        "--seconds", type=int, help="how long the freshness benchmark runs the platform (120)"
     )
-    bench.add_argument(
-        "--minutes", type=float, default=10.0, help="how long the soak runs (default: 10)"
-    )
-    bench.add_argument(
+    options.add_argument("--minutes", type=float, help="how long the soak runs (10)")
+    options.add_argument(
         "--rate",
         type=float,
-        default=1000.0,
-        help="ticks/s offered in the freshness, stream, crowd and soak benchmarks",
+        help="ticks/s offered in the freshness, stream, crowd and soak benchmarks (1,000)",
     )
-    bench.add_argument(
+    options.add_argument(
         "--steps",
         type=_rates,
-        default=[1000, 2000, 5000, 10_000, 15_000, 20_000],
-        help="ticks/s the capacity benchmark offers, step by step (default: "
-        "1000,2000,5000,10000,15000,20000; it stops after the first step that does not hold)",
+        help="ticks/s the capacity benchmark offers, step by step (2000,5000,10000,15000,20000;"
+        " it stops after the first step that does not hold)",
     )
-    bench.add_argument(
+    options.add_argument(
         "--step-seconds",
         type=float,
-        default=30.0,
-        help="how long each capacity step, and each stream phase, lasts",
+        help="how long each capacity step (120), stream phase (30) and crowd phase (120) lasts",
     )
-    bench.add_argument(
+    options.add_argument(
+        "--simple",
+        action="store_true",
+        default=None,
+        help="capacity under the first, friendly load: five symbols, one cached read, one "
+        "subscriber (default: a market of 2,000 symbols, mixed reads, 50 subscribers)",
+    )
+    options.add_argument(
         "--subscribers",
         type=int,
-        default=1000,
         help="WebSocket subscribers in the stream benchmark's fan-out; /stream and /ws "
-        "connections each in the crowd benchmark",
+        "connections each in the crowd benchmark (1,000)",
     )
-    bench.add_argument(
-        "--import-rows", type=int, default=5_000_000, help="trades in the import benchmark's file"
+    options.add_argument(
+        "--import-rows", type=int, help="trades in the import benchmark's file (5,000,000)"
     )
     bench.set_defaults(run=_bench)
     return parser
@@ -323,27 +323,20 @@ def _sql(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from mdp.bench import run_benchmarks
+    from mdp.bench import all_options, run_benchmarks, unused_options
 
     if unknown := set(args.suite) - set(SUITES):
         print(
             f"unknown benchmark {', '.join(sorted(unknown))}; choose from {SUITES}", file=sys.stderr
         )
         return 2
-    return run_benchmarks(
-        args.suite or DEFAULT_SUITES,
-        get_settings(),
-        rows=args.rows,
-        workers=args.workers,
-        trades=args.trades,
-        seconds=args.seconds,
-        minutes=args.minutes,
-        rate=args.rate,
-        steps=args.steps,
-        step_seconds=args.step_seconds,
-        subscribers=args.subscribers,
-        import_rows=args.import_rows,
-    )
+    chosen = args.suite or DEFAULT_SUITES
+    options = {name: value for name in all_options() if (value := getattr(args, name)) is not None}
+    if unused := unused_options(chosen, options):
+        flags = ", ".join(f"--{name.replace('_', '-')}" for name in sorted(unused))
+        print(f"{flags}: not an option of {', '.join(chosen)}", file=sys.stderr)
+        return 2
+    return run_benchmarks(chosen, get_settings(), options)
 
 
 def _rates(text: str) -> list[int]:

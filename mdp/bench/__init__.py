@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import platform
@@ -70,7 +71,12 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
-def run_benchmarks(suites: list[str], settings: Settings, **options: Any) -> int:
+Suite = Callable[..., dict[str, Any]]
+
+
+def suites() -> dict[str, Suite]:
+    """Every benchmark by name; each takes `(url, settings)` and its own keyword-only options,
+    with their defaults."""
     from mdp.bench.candles import bench_candles
     from mdp.bench.capacity import bench_capacity
     from mdp.bench.crowd import bench_crowd
@@ -82,7 +88,7 @@ def run_benchmarks(suites: list[str], settings: Settings, **options: Any) -> int
     from mdp.bench.soak import bench_soak
     from mdp.bench.stream import bench_stream
 
-    available: dict[str, Callable[..., dict[str, Any]]] = {
+    return {
         "ingest": bench_ingest,
         "candles": bench_candles,
         "serve": bench_serve,
@@ -94,9 +100,35 @@ def run_benchmarks(suites: list[str], settings: Settings, **options: Any) -> int
         "import": bench_import,
         "soak": bench_soak,
     }
+
+
+def options_of(suite: Suite) -> set[str]:
+    """The options a benchmark takes: its keyword-only parameters."""
+    parameters = inspect.signature(suite).parameters.values()
+    return {p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def all_options() -> set[str]:
+    """Every option of every benchmark."""
+    return set().union(*map(options_of, suites().values()))
+
+
+def unused_options(chosen: list[str], options: dict[str, Any]) -> set[str]:
+    """The options given that none of the chosen benchmarks takes."""
+    available = suites()
+    return set(options) - set().union(*(options_of(available[name]) for name in chosen))
+
+
+def run_benchmarks(chosen: list[str], settings: Settings, options: dict[str, Any]) -> int:
+    """Run the `chosen` benchmarks, each with the `options` it takes (the others keep their
+    defaults), and print one JSON report."""
+    available = suites()
     with bench_database(settings) as url:
         report: dict[str, Any] = {"machine": machine(url)}
-        for suite in dict.fromkeys(suites):
-            report[suite] = available[suite](url, settings, **options)
+        for name in dict.fromkeys(chosen):
+            suite = available[name]
+            report[name] = suite(
+                url, settings, **{k: v for k, v in options.items() if k in options_of(suite)}
+            )
     print(json.dumps(report, indent=2))
     return 0

@@ -133,7 +133,7 @@ def _micro_batch(url: str, symbols: list[str], round_: int) -> float:
     return elapsed
 
 
-def bench_candles(url: str, settings: Settings, *, trades: int, **_: Any) -> dict[str, Any]:
+def bench_candles(url: str, settings: Settings, *, trades: int = 1_000_000) -> dict[str, Any]:
     symbols = settings.symbol_list
     seed_day(url, trades, symbols)
     read = best_of(ROUNDS, lambda: read_day_trades(url, DAY))

@@ -1,10 +1,16 @@
 """Capacity: the whole platform as `mdp up` runs it (no feeder) under open-loop load, in steps of
 offered ticks/s. Batches are posted on a fixed schedule from as many connections as it takes, and
 each latency counts from the batch's scheduled send time, so a slow server cannot slow the load
-down and hide its own queueing. Meanwhile a reader asks `/candles` for a day of 1m bars 5 times a
-second (open loop too) and a `/stream` subscriber follows one symbol. Per step: what was acked,
-latencies, ack → materialized, errors, and the CPU each part of the machine used; then the highest
-rate that held."""
+down and hide its own queueing.
+
+The default load is shaped like a market: 2,000 registered symbols with a year of history, ticks
+spread over them by a Zipf law, 20 reads a second (open loop) of a random mix of `/candles` (a day
+of 1m, three days of 5m, a month of 1h, a year of 1d), `/tickers` and `/v2/aggs` for symbols
+drawn at random (most miss any cache), and 50 `/stream` subscribers on Zipf-drawn symbols; two
+minutes a step. `simple=True` is the friendly load of the first measurements: five symbols, one
+cached `/candles` URL 5 times a second and one subscriber. Per step: what was acked, latencies,
+ack → materialized, errors, and the CPU each part of the machine used; then the highest rate that
+held."""
 
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ import itertools
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,9 +35,20 @@ from mdp.bench.up import Platform, cpu_seconds, running_platform
 from pipelines.candles import recompute_day
 
 BATCH = 500  # ticks per POST
-READS_PER_SECOND = 5
 SETTLE_TIMEOUT = 60.0  # seconds a step's trades may take to be materialized after it ends
 HELD = {"acked_share": 0.95, "ack_p99_ms": 250, "read_p99_ms": 250, "materialized_p99_s": 10}
+MARKET_SYMBOLS = 2000
+ZIPF = 1.0  # the k-th most traded symbol is 1/k as popular as the first
+MARKET_READS_PER_SECOND = 20
+SUBSCRIBERS, SYMBOLS_EACH = 50, 2
+# A symbol's history: a trade every `every` over the last `span`, so that each read of the mix
+# finds a full range (a year of days, a month of hours, three days of 5m, a day of 1m).
+HISTORY = (
+    (timedelta(days=1), timedelta(minutes=1)),
+    (timedelta(days=3), timedelta(minutes=5)),
+    (timedelta(days=31), timedelta(hours=1)),
+    (timedelta(days=366), timedelta(days=1)),
+)
 
 # Per step, the trades accepted during it (inbox received_at, just before the 202) to the commit
 # of the micro-batch that made them canonical and merged them into their candles.
@@ -43,6 +60,42 @@ FROM (
     WHERE t.source = 'CAPACITY' AND t.received_at >= %(start)s AND t.received_at < %(end)s
 ) l
 """
+SEED_HISTORY = """
+INSERT INTO trades (source, event_id, seq, symbol, ts, price, volume, received_at, batch_id)
+SELECT 'SEED', s || '-' || row_number() OVER (), -row_number() OVER (), s, t,
+       100 + 10 * random(), 1 + floor(random() * 100), now(), 0
+FROM unnest(%(symbols)s::text[]) s,
+     LATERAL (SELECT DISTINCT date_bin(h.every, %(now)s - g * h.every, 'epoch') AS t
+              FROM unnest(%(spans)s::interval[], %(everies)s::interval[]) AS h(span, every),
+                   generate_series(1, (extract(epoch FROM h.span)
+                                       / extract(epoch FROM h.every))::int) g
+             ) times
+"""
+
+
+@dataclass(frozen=True)
+class Load:
+    """What a step offers besides its ticks: the symbols ticks go to, the reads and the
+    subscribers."""
+
+    name: str
+    symbols: list[str]
+    zipf: bool
+    """Ticks by the Zipf law over `symbols`; else round robin."""
+    reads_per_second: float
+    read: Callable[[random.Random, datetime], tuple[str, str]]
+    """A read's kind and path, at random."""
+    follows: list[list[str]]
+    """One `/stream` subscriber per entry, following those symbols."""
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "symbols": len(self.symbols),
+            "ticks": f"Zipf law, exponent {ZIPF}" if self.zipf else "round robin",
+            "reads_per_second": self.reads_per_second,
+            "stream_subscribers": len(self.follows),
+        }
 
 
 @dataclass
@@ -51,6 +104,7 @@ class Step:
     seconds: float
     ack_ms: list[float] = field(default_factory=list)
     read_ms: list[float] = field(default_factory=list)
+    read_ms_by_kind: dict[str, list[float]] = field(default_factory=dict)
     acked_ticks: int = 0
     ingest_errors: Counter[str] = field(default_factory=Counter)
     read_errors: Counter[str] = field(default_factory=Counter)
@@ -95,35 +149,95 @@ class Connections:
 
 
 def bench_capacity(
-    url: str, settings: Settings, *, steps: list[int], step_seconds: float, **_: Any
+    url: str,
+    settings: Settings,
+    *,
+    steps: list[int] | None = None,
+    step_seconds: float = 120.0,
+    simple: bool = False,
 ) -> dict[str, Any]:
-    symbols = settings.symbol_list
     with running_platform(url, feed=False) as platform:
-        _seed_a_day_of_minutes(url, symbols)
+        load = simple_load(url, settings.symbol_list) if simple else market_load(url)
         results = []
-        for rate in steps:
-            result = _run_step(url, platform, symbols, rate, step_seconds)
+        for rate in steps or [2000, 5000, 10_000, 15_000, 20_000]:
+            result = _run_step(url, platform, load, rate, step_seconds)
             results.append(result)
             if not result["held"]:
                 break
     held = [r["offered_ticks_per_s"] for r in results if r["held"]]
     return {
+        "load": load.describe(),
         "batch_ticks": BATCH,
         "step_seconds": step_seconds,
-        "reads": f"/candles, a day of 1m bars of {symbols[0]}, {READS_PER_SECOND}/s open loop",
-        "stream": f"/stream?symbols={symbols[0]}, one subscriber",
         "criteria": HELD,
         "steps": results,
         "highest_rate_held": max(held) if held else None,
     }
 
 
+def simple_load(url: str, symbols: list[str]) -> Load:
+    """Five symbols, one `/candles` URL (a day of 1m bars, served from memory) 5 times a second,
+    one subscriber."""
+    _seed_a_day_of_minutes(url, symbols)
+
+    def read(_: random.Random, now: datetime) -> tuple[str, str]:
+        return "candles_1m_day", _candles(symbols[0], "1m", now, timedelta(days=1))
+
+    return Load("simple", symbols, False, 5, read, [[symbols[0]]])
+
+
+def market_load(url: str) -> Load:
+    """MARKET_SYMBOLS symbols with a year of history; reads of random symbols and ranges."""
+    symbols = [f"MKT{i:04d}" for i in range(MARKET_SYMBOLS)]
+    _seed_history(url, symbols)
+    draws = zipf_draws(symbols, seed=7)
+    follows: list[list[str]] = []
+    while len(follows) < SUBSCRIBERS:
+        chosen = sorted(set(itertools.islice(draws, SYMBOLS_EACH)))
+        if len(chosen) == SYMBOLS_EACH and chosen not in follows:
+            follows.append(chosen)
+
+    def read(rng: random.Random, now: datetime) -> tuple[str, str]:
+        symbol = rng.choice(symbols)
+        kind = rng.choice(READ_KINDS)
+        if kind == "tickers":
+            return kind, f"/tickers/{symbol}"
+        if kind == "aggs_5minute_2days":
+            first, last = (now - timedelta(days=1)).date(), now.date()
+            return kind, f"/v2/aggs/ticker/{symbol}/range/5/minute/{first}/{last}?limit=50000"
+        interval, span = {
+            "candles_1m_day": ("1m", timedelta(days=1)),
+            "candles_5m_3days": ("5m", timedelta(days=3)),
+            "candles_1h_month": ("1h", timedelta(days=31)),
+            "candles_1d_year": ("1d", timedelta(days=366)),
+        }[kind]
+        return kind, _candles(symbol, interval, now, span)
+
+    return Load("market", symbols, True, MARKET_READS_PER_SECOND, read, follows)
+
+
+READ_KINDS = (
+    "candles_1m_day",
+    "candles_5m_3days",
+    "candles_1h_month",
+    "candles_1d_year",
+    "tickers",
+    "aggs_5minute_2days",
+)
+
+
+def _candles(symbol: str, interval: str, now: datetime, span: timedelta) -> str:
+    end = now + timedelta(minutes=1)
+    window = f"start={end - span:%Y-%m-%dT%H:%M:00Z}&end={end:%Y-%m-%dT%H:%M:00Z}"
+    return f"/candles?symbol={symbol}&interval={interval}&limit=10000&{window}"
+
+
 def _run_step(
-    url: str, platform: Platform, symbols: list[str], rate: int, seconds: float
+    url: str, platform: Platform, load: Load, rate: int, seconds: float
 ) -> dict[str, Any]:
     cpu_before = cpu_seconds(url, platform.process.pid)
     started_at = datetime.now(UTC)
-    step, stream = asyncio.run(_load(platform, symbols, rate, seconds))
+    step, stream = asyncio.run(_load(platform, load, rate, seconds))
     ended_at = datetime.now(UTC)
     cpu_after = cpu_seconds(url, platform.process.pid)
     materialized = _ack_to_materialized(url, started_at, ended_at, step.acked_ticks)
@@ -151,6 +265,7 @@ def _run_step(
         "acked_ticks_per_s": round(acked_per_s, 1),
         "ack_ms": ack,
         "read_ms": read,
+        "read_ms_by_kind": {k: _percentiles(v) for k, v in sorted(step.read_ms_by_kind.items())},
         "ack_to_materialized_s": {k: v for k, v in materialized.items() if k != "missing"},
         "errors": errors,
         "error_reasons": {"ingest": dict(step.ingest_errors), "reads": dict(step.read_errors)},
@@ -168,18 +283,14 @@ def _run_step(
 
 
 async def _load(
-    platform: Platform, symbols: list[str], rate: int, seconds: float
+    platform: Platform, load: Load, rate: int, seconds: float
 ) -> tuple[Step, dict[str, int]]:
     step = Step(rate, seconds)
     stream = {"events": 0, "dropped": 0}
     ingest, reads = Connections(platform.api), Connections(platform.api)
     headers = platform.ingest_headers
-    ticks = fresh_ticks(symbols)
-    end = datetime.now(UTC) + timedelta(minutes=1)
-    window = f"start={end - timedelta(days=1):%Y-%m-%dT%H:%M:00Z}&end={end:%Y-%m-%dT%H:%M:00Z}"
-    read = request_bytes(
-        platform.api, "GET", f"/candles?symbol={symbols[0]}&interval=1m&limit=1441&{window}"
-    )
+    ticks = fresh_ticks(load.symbols, zipf=load.zipf)
+    rng = random.Random(rate)
 
     def ingest_failed(reason: str) -> None:
         step.ingest_errors[reason] += 1
@@ -197,21 +308,27 @@ async def _load(
         else:
             ingest_failed(f"HTTP {status}")
 
-    async def get(_: int) -> None:
-        status, body = await reads.send(read)
-        if status != 200 or b'"candles":[' not in body:
-            read_failed(f"HTTP {status}")
+    async def get(i: int) -> None:
+        kind, path = load.read(rng, datetime.now(UTC))
+        started = time.perf_counter()
+        status, _body = await reads.send(request_bytes(platform.api, "GET", path))
+        if status != 200:
+            read_failed(f"{kind}: HTTP {status}")
+            return
+        elapsed = (time.perf_counter() - started) * 1000
+        step.read_ms_by_kind.setdefault(kind, []).append(elapsed)
 
-    listening = asyncio.create_task(_follow(platform.api, symbols[0], stream))
+    listening = [asyncio.create_task(_follow(platform.api, s, stream)) for s in load.follows]
     started = time.perf_counter()
     await asyncio.gather(
         open_loop(started, seconds, rate / BATCH, post, step.ack_ms, ingest_failed),
-        open_loop(started, seconds, READS_PER_SECOND, get, step.read_ms, read_failed),
+        open_loop(started, seconds, load.reads_per_second, get, step.read_ms, read_failed),
     )
     step.seconds = time.perf_counter() - started
-    listening.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await listening
+    for task in listening:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     step.connections = ingest.opened + reads.opened
     ingest.close()
     reads.close()
@@ -249,13 +366,13 @@ async def open_loop(
     await asyncio.gather(*running)
 
 
-async def _follow(api: str, symbol: str, stream: dict[str, int]) -> None:
-    """Read `/stream` for one symbol until cancelled; a stream that ends early counts as dropped."""
+async def _follow(api: str, symbols: list[str], stream: dict[str, int]) -> None:
+    """Read `/stream` for `symbols` until cancelled; a stream that ends early counts as dropped."""
     parts = urlsplit(api)
     while True:
         reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
         try:
-            writer.write(request_bytes(api, "GET", f"/stream?symbols={symbol}"))
+            writer.write(request_bytes(api, "GET", f"/stream?symbols={','.join(symbols)}"))
             while line := await reader.readline():
                 if line.startswith(b"data:"):
                     stream["events"] += 1
@@ -266,13 +383,15 @@ async def _follow(api: str, symbol: str, stream: dict[str, int]) -> None:
         stream["dropped"] += 1
 
 
-def fresh_ticks(symbols: list[str]) -> Any:
-    """Ticks with identities of their own, at the time they are made (epoch ms)."""
+def fresh_ticks(symbols: list[str], *, zipf: bool = False) -> Iterator[dict[str, Any]]:
+    """Ticks with identities of their own, at the time they are made (epoch ms): by the Zipf law
+    over `symbols`, or round robin."""
     rng = random.Random(42)
     prices = {s: rng.uniform(50, 500) for s in symbols}
+    chosen = zipf_draws(symbols, seed=11) if zipf else itertools.cycle(symbols)
     run = f"{time.time_ns():x}"
     for n in itertools.count():
-        symbol = symbols[n % len(symbols)]
+        symbol = next(chosen)
         prices[symbol] *= 1 + rng.gauss(0, 0.0005)
         yield {
             "symbol": symbol,
@@ -282,6 +401,38 @@ def fresh_ticks(symbols: list[str]) -> Any:
             "source": "CAPACITY",
             "event_id": f"{run}-{n}",
         }
+
+
+def zipf_draws(symbols: list[str], seed: int) -> Iterator[str]:
+    rng = random.Random(seed)
+    weights = list(itertools.accumulate(1 / (k + 1) ** ZIPF for k in range(len(symbols))))
+    while True:
+        yield from rng.choices(symbols, cum_weights=weights, k=256)
+
+
+def _seed_history(url: str, symbols: list[str]) -> None:
+    """Register `symbols` and give each the trades of HISTORY, with their candles recomputed
+    day by day as the platform's backfill does."""
+    now = datetime.now(UTC)
+    with connect(url) as conn:
+        conn.execute(
+            "INSERT INTO symbols (symbol) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING",
+            [symbols],
+        )
+        conn.execute(
+            SEED_HISTORY,
+            {
+                "symbols": symbols,
+                "now": now,
+                "spans": [span for span, _ in HISTORY],
+                "everies": [every for _, every in HISTORY],
+            },
+        )
+        conn.commit()
+        conn.execute("ANALYZE trades")
+        first = now - max(span for span, _ in HISTORY) - timedelta(days=1)
+        for offset in range((now - first).days + 2):
+            recompute_day(conn, url, first.date() + timedelta(days=offset))
 
 
 def _seed_a_day_of_minutes(url: str, symbols: list[str]) -> None:

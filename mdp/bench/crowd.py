@@ -17,7 +17,6 @@ import collections
 import contextlib
 import itertools
 import multiprocessing
-import random
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -29,13 +28,12 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from core.config import Settings
 from core.db import connect as connect_database
-from mdp.bench.capacity import Connections, open_loop
+from mdp.bench.capacity import ZIPF, Connections, open_loop, zipf_draws
 from mdp.bench.load import allow_open_files, percentiles, request_bytes
 from mdp.bench.up import Platform, api_process, cpu_seconds, running_platform
 
 SYMBOLS = 1000  # the market's registered symbols
 SYMBOLS_EACH = 2  # symbols each connection follows
-ZIPF = 1.0  # the exponent of both draws: the k-th most traded symbol is 1/k as popular
 BATCH = 10  # ticks per POST: the ack of a small batch is what a live feed sees
 CONNECT_AT_ONCE = 50  # connections opening concurrently while the crowd gathers
 SETTLE_SECONDS = 30.0  # how long the last events may take to arrive after the load ends
@@ -48,10 +46,9 @@ def bench_crowd(
     url: str,
     settings: Settings,
     *,
-    rate: float,
-    subscribers: int,
-    step_seconds: float,
-    **_: Any,
+    rate: float = 1000.0,
+    subscribers: int = 1000,
+    step_seconds: float = 120.0,
 ) -> dict[str, Any]:
     market = [f"SYM{i:04d}" for i in range(SYMBOLS)]
     with connect_database(url) as conn:
@@ -83,16 +80,9 @@ def bench_crowd(
     }
 
 
-def _zipf(market: list[str], seed: int) -> Any:
-    rng = random.Random(seed)
-    weights = list(itertools.accumulate(1 / (k + 1) ** ZIPF for k in range(len(market))))
-    while True:
-        yield rng.choices(market, cum_weights=weights, k=256)
-
-
 def _symbol_sets(market: list[str], count: int) -> list[frozenset[str]]:
     """`count` distinct sets of SYMBOLS_EACH symbols, each symbol drawn by the Zipf law."""
-    draws = itertools.chain.from_iterable(_zipf(market, seed=7))
+    draws = zipf_draws(market, seed=7)
     sets: dict[frozenset[str], None] = {}
     while len(sets) < count:
         chosen = frozenset(itertools.islice(draws, SYMBOLS_EACH))
@@ -185,7 +175,7 @@ def _phase(
 
 def _ticks(market: list[str]) -> Any:
     """Ticks with identities of their own, symbols by the Zipf law, at the time they are made."""
-    symbols = itertools.chain.from_iterable(_zipf(market, seed=11))
+    symbols = zipf_draws(market, seed=11)
     run = f"{time.time_ns():x}"
     for n in itertools.count():
         yield {

@@ -41,7 +41,7 @@ FROM (
 
 
 def bench_freshness(
-    url: str, settings: Settings, *, seconds: int, rate: float, **_: Any
+    url: str, settings: Settings, *, seconds: int = 120, rate: float = 1000.0
 ) -> dict[str, Any]:
     """`rate`: ticks/s the synthetic feeder offers meanwhile (4 sources, batches of 50)."""
     with connect(url) as conn:

@@ -84,7 +84,7 @@ def copy_references(url: str, path: Path) -> tuple[float, float]:
     return plain_copy_rate(url, columns, rows), plain_copy_rate(url, columns, rows, like="trades")
 
 
-def bench_import(url: str, settings: Settings, *, import_rows: int, **_: Any) -> dict[str, Any]:
+def bench_import(url: str, settings: Settings, *, import_rows: int = 5_000_000) -> dict[str, Any]:
     symbols = settings.symbol_list
     with connect(url) as conn:
         conn.execute("TRUNCATE trade_inbox, trades, candles, ingest_batches")

@@ -65,7 +65,7 @@ def copy_references(url: str, ticks: list[dict[str, Any]]) -> tuple[float, float
 
 
 def bench_ingest(
-    url: str, settings: Settings, *, rows: int, workers: int = 1, **_: Any
+    url: str, settings: Settings, *, rows: int = 200_000, workers: int = 1
 ) -> dict[str, Any]:
     password = secrets.token_urlsafe(12)
     auth = "Basic " + base64.b64encode(f"bench:{password}".encode()).decode()

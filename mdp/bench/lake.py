@@ -58,7 +58,7 @@ def _seed_month(url: str, symbols: list[str]) -> int:
     return int(rows)
 
 
-def bench_lake(url: str, settings: Settings, **_: Any) -> dict[str, Any]:
+def bench_lake(url: str, settings: Settings) -> dict[str, Any]:
     rows = _seed_month(url, settings.symbol_list)
     start, end = day_window(FIRST_DAY)[0], day_window(FIRST_DAY + timedelta(days=DAYS))[0]
     with tempfile.TemporaryDirectory(prefix="mdp-lake-") as folder:

@@ -25,7 +25,7 @@ SQL_ROUNDS = 20
 
 
 def bench_serve(
-    url: str, settings: Settings, *, trades: int, workers: int = 1, **_: Any
+    url: str, settings: Settings, *, trades: int = 1_000_000, workers: int = 1
 ) -> dict[str, Any]:
     symbol = settings.symbol_list[0]
     seed_day(url, trades, settings.symbol_list)

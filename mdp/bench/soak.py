@@ -52,7 +52,7 @@ class Reads:
 
 
 def bench_soak(
-    url: str, settings: Settings, *, minutes: float, rate: float, **_: Any
+    url: str, settings: Settings, *, minutes: float = 10.0, rate: float = 1000.0
 ) -> dict[str, Any]:
     """`rate`: ticks/s offered by the feeder (4 sources, batches of 50)."""
     with tempfile.TemporaryDirectory(prefix="mdp-soak-") as scratch:

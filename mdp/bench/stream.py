@@ -32,10 +32,9 @@ def bench_stream(
     url: str,
     settings: Settings,
     *,
-    rate: float,
-    subscribers: int,
-    step_seconds: float,
-    **_: Any,
+    rate: float = 1000.0,
+    subscribers: int = 1000,
+    step_seconds: float = 30.0,
 ) -> dict[str, Any]:
     allow_open_files(4 * subscribers)
     symbols = settings.symbol_list
