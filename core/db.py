@@ -50,6 +50,7 @@ Connection = psycopg.Connection[TupleRow]
 # (promotion and bucket refresh), a day's recomputation, an announcement of changed candles. So a
 # recomputed day never overwrites newer micro-batch results, and change ids follow commit order.
 CANDLES_LOCK_KEY = 0x6D6470_B47C
+LOCK_CANDLES = f"SELECT pg_advisory_xact_lock({CANDLES_LOCK_KEY})"
 
 
 def connect(url: str, *, autocommit: bool = False) -> Connection:

@@ -5,6 +5,9 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+"""Where intraday buckets are aligned, and epoch milliseconds and microseconds count from."""
+
 Interval = Literal["1m", "5m", "15m", "1h", "1d"]
 """An interval's name, as the API's parameters and the `candles.interval` column have it."""
 

@@ -16,9 +16,9 @@ from typing import Annotated
 import msgspec
 
 from core.conditions import REGULAR, ConditionRules, rules_of
+from core.intervals import EPOCH
 
 MAX_FUTURE = timedelta(minutes=5)
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # The earliest time Python can hold in UTC; an offset can put a year-1 time before it.
 EARLIEST = datetime.min.replace(tzinfo=UTC)
 # JSON can carry NUL only as this escape; PostgreSQL text cannot store it at all.

@@ -28,7 +28,7 @@ from core.conditions import SELECT_RULES, ConditionRules, rules_table
 from core.config import Settings
 from core.db import Connection, connect, prepare
 from core.embedded import market_database
-from core.intervals import CANDLE_ASSETS
+from core.intervals import CANDLE_ASSETS, EPOCH
 from core.ticks import InvalidTicks, MalformedBody, parse_ticks
 from pipelines.candles import lock_candles
 from pipelines.names import LAKE
@@ -47,7 +47,6 @@ from pipelines.trade_files import (
 FORMATS = ("polygon-trades", "binance-trades", "binance-aggtrades", "ticks")
 TICK_BATCH = 100_000  # ticks checked at a time
 TICK_COLUMNS = [name for name in TRADES.names() if name != "line"]  # an inbox row's fields
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 STAGE = (
     "CREATE TEMP TABLE import_stage (line int8, symbol text, ts int8, price float8,"

@@ -15,7 +15,7 @@ import adbc_driver_postgresql.dbapi as adbc
 import polars as pl
 from psycopg import sql
 
-from core.db import CANDLES_LOCK_KEY, Connection, libpq_url, market_zone, query
+from core.db import LOCK_CANDLES, Connection, libpq_url, market_zone, query
 from core.intervals import INTERVALS, day_window, days_are_utc
 
 ROLLUP_INTERVALS = ("5m", "15m", "1h", "1d")
@@ -155,7 +155,7 @@ def roll_up(minute_candles: pl.DataFrame, interval: str, zone: tzinfo = UTC) -> 
 
 
 def lock_candles(conn: Connection) -> None:
-    conn.execute("SELECT pg_advisory_xact_lock(%s)", (CANDLES_LOCK_KEY,))
+    conn.execute(LOCK_CANDLES)
 
 
 def announce(

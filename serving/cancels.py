@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from psycopg_pool import AsyncConnectionPool
 
-from core.db import CANDLES_LOCK_KEY, query
+from core.db import LOCK_CANDLES, query
 from core.intervals import INTERVALS
 
 COARSER = [name for name in INTERVALS if name != "1m"]
@@ -26,7 +26,7 @@ async def cancel_trades(
         "at": datetime.now(UTC),
     }
     async with pool.connection() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (CANDLES_LOCK_KEY,))
+        await conn.execute(LOCK_CANDLES)
         rows = await (await conn.execute(query("cancel_trades"), params)).fetchall()
         touched = [(symbol, ts) for _, _, _, symbol, ts in rows if symbol is not None]
         if touched:

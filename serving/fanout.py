@@ -20,13 +20,14 @@ import logging
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
 from psycopg_pool import AsyncConnectionPool
 
 from core.db import query
+from core.intervals import EPOCH
 from serving.listener import StreamHub
 from serving.stream import HEARTBEAT_SECONDS, heads, read_events
 
@@ -38,7 +39,6 @@ BAR_MS = {"A": 1_000, "AM": 60_000}  # bar kinds and their widths, milliseconds
 KINDS = {"T", *BAR_MS}
 COALESCE_SECONDS = 0.02  # reads at most this often under a busy feed: one reader per process
 SENT_BARS = 100_000  # bars remembered to tell whether a late trade changed one
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MILLISECOND = timedelta(milliseconds=1)
 
 _encode = msgspec.json.Encoder().encode

@@ -14,8 +14,8 @@ from psycopg import AsyncConnection
 from pydantic import BaseModel
 
 from core.db import query
-from core.intervals import INTERVALS, Interval, day_window, days_are_utc, market_date
-from core.ticks import EARLIEST, EPOCH
+from core.intervals import EPOCH, INTERVALS, Interval, day_window, days_are_utc, market_date
+from core.ticks import EARLIEST
 from serving.auth import ReadAuth
 from serving.candle_cache import Candle as CacheCandle
 from serving.candle_cache import Page

@@ -22,7 +22,7 @@ from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse
 
-from core.db import CANDLES_LOCK_KEY, query
+from core.db import LOCK_CANDLES, query
 from core.intervals import Interval
 from serving.auth import IngestAuth, ReadAuth, read_key_accepted
 from serving.bodies import model_schema, parsed, read_body, request_body
@@ -206,7 +206,7 @@ async def agg_update(
         "bucket_start": [c.bucket_start for c in update.candles],
     }
     async with pool.connection() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (CANDLES_LOCK_KEY,))
+        await conn.execute(LOCK_CANDLES)
         await conn.execute(query("announce_candles"), params)
     stream.committed()
     return Announced(announced=len(update.candles))
