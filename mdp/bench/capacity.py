@@ -31,7 +31,7 @@ import msgspec
 from core.config import Settings
 from core.db import connect
 from mdp.bench.load import exchange, percentiles, request_bytes
-from mdp.bench.up import Platform, cpu_seconds, running_platform
+from mdp.bench.up import RunningPlatform, cpu_seconds, running_platform
 from pipelines.candles import recompute_day
 
 BATCH = 500  # ticks per POST
@@ -233,7 +233,7 @@ def _candles(symbol: str, interval: str, now: datetime, span: timedelta) -> str:
 
 
 def _run_step(
-    url: str, platform: Platform, load: Load, rate: int, seconds: float
+    url: str, platform: RunningPlatform, load: Load, rate: int, seconds: float
 ) -> dict[str, Any]:
     cpu_before = cpu_seconds(url, platform.process.pid)
     started_at = datetime.now(UTC)
@@ -283,7 +283,7 @@ def _run_step(
 
 
 async def _load(
-    platform: Platform, load: Load, rate: int, seconds: float
+    platform: RunningPlatform, load: Load, rate: int, seconds: float
 ) -> tuple[Step, dict[str, int]]:
     step = Step(rate, seconds)
     stream = {"events": 0, "dropped": 0}

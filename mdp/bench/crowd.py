@@ -30,7 +30,7 @@ from core.config import Settings
 from core.db import connect as connect_database
 from mdp.bench.capacity import ZIPF, Connections, open_loop, zipf_draws
 from mdp.bench.load import allow_open_files, percentiles, request_bytes
-from mdp.bench.up import Platform, api_process, cpu_seconds, running_platform
+from mdp.bench.up import RunningPlatform, api_process, cpu_seconds, running_platform
 
 SYMBOLS = 1000  # the market's registered symbols
 SYMBOLS_EACH = 2  # symbols each connection follows
@@ -92,7 +92,7 @@ def _symbol_sets(market: list[str], count: int) -> list[frozenset[str]]:
 
 
 def _phase(
-    platform: Platform,
+    platform: RunningPlatform,
     url: str,
     market: list[str],
     follows: list[frozenset[str]],

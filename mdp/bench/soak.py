@@ -22,7 +22,7 @@ from core.config import Settings
 from core.db import connect
 from mdp.bench.freshness import ack_to_materialized
 from mdp.bench.load import percentiles
-from mdp.bench.up import Platform, cpu_seconds, running_platform
+from mdp.bench.up import RunningPlatform, cpu_seconds, running_platform
 from mdp.feeder import FeedConfig, FeedStats, run_feed
 from mdp.reconcile import candle_differences, read_ack_log, unpromoted
 
@@ -102,7 +102,7 @@ def bench_soak(
 
 
 async def _load(
-    platform: Platform, symbols: list[str], seconds: float, rate: float, ack_log: Path
+    platform: RunningPlatform, symbols: list[str], seconds: float, rate: float, ack_log: Path
 ) -> tuple[FeedStats, Reads, dict[str, Any]]:
     stop = asyncio.Event()
     user, password = platform.credentials

@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed
 from core.config import Settings
 from mdp.bench.capacity import Connections, fresh_ticks, open_loop
 from mdp.bench.load import Deliveries, allow_open_files, percentiles, request_bytes
-from mdp.bench.up import Platform, api_process, cpu_seconds, running_platform
+from mdp.bench.up import RunningPlatform, api_process, cpu_seconds, running_platform
 
 BATCH = 10  # ticks per POST: the ack of a small batch is what a live feed sees
 CONNECT_AT_ONCE = 50  # subscribers connecting concurrently while the crowd gathers
@@ -78,7 +78,7 @@ class _Crowd(Deliveries):
 
 
 async def _phase(
-    platform: Platform, url: str, channels: list[str], rate: float, seconds: float
+    platform: RunningPlatform, url: str, channels: list[str], rate: float, seconds: float
 ) -> dict[str, Any]:
     crowd = _Crowd()
     api = api_process(platform.process.pid)

@@ -30,7 +30,7 @@ DAGSTER_DATABASE = "mdp_bench_dagster"
 
 
 @dataclass
-class Platform:
+class RunningPlatform:
     api: str
     credentials: tuple[str, str]
     process: subprocess.Popen[bytes]
@@ -44,7 +44,7 @@ class Platform:
 
 
 @contextmanager
-def running_platform(url: str, *, feed: bool = True) -> Iterator[Platform]:
+def running_platform(url: str, *, feed: bool = True) -> Iterator[RunningPlatform]:
     """`mdp up` on emptied market tables and a Dagster instance database of its own; yields once
     the first micro-batch has run, and stops everything on the way out."""
     drop_database(url, DAGSTER_DATABASE)  # each run's Dagster history of its own
@@ -70,7 +70,7 @@ def running_platform(url: str, *, feed: bool = True) -> Iterator[Platform]:
         try:
             wait_until_live(api, process, timeout=120)
             _wait_for_first_batch(url, timeout=180)
-            yield Platform(api, credentials, process, dagster_database)
+            yield RunningPlatform(api, credentials, process, dagster_database)
         finally:
             stop(process, signal.SIGTERM, timeout=30)
 
