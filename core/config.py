@@ -20,6 +20,8 @@ class Settings(BaseSettings):
 
     database_url: str | None = None
     dagster_home: Path | None = None
+    dagster_pg_url: str | None = None
+    """Dagster's instance storage; unset, a `dagster` database beside the market database."""
     ingest_username: str | None = None
     ingest_password: SecretStr | None = None
     ingestion_interval_seconds: float = Field(default=10.0, gt=0)
@@ -32,6 +34,7 @@ class Settings(BaseSettings):
     partitions, the lake's days, Polygon day bars and "today" (docs/design.md §5)."""
 
     data_dir: Path = Field(default=Path("data"), validation_alias="MDP_DATA_DIR")
+    log_level: str = Field(default="INFO", validation_alias="MDP_LOG_LEVEL")
     ingest_max_body_bytes: int = Field(
         default=10 * 1024 * 1024, gt=0, validation_alias="MDP_INGEST_MAX_BODY_BYTES"
     )

