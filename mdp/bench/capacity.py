@@ -31,25 +31,22 @@ import msgspec
 from core.config import Settings
 from core.db import connect
 from mdp.bench.load import exchange, percentiles, request_bytes
+from mdp.bench.market import (
+    ZIPF,
+    candles_path,
+    market_symbols,
+    random_read,
+    seed_history,
+    zipf_draws,
+)
 from mdp.bench.up import RunningPlatform, cpu_seconds, running_platform
 from pipelines.candles import recompute_day
 
 BATCH = 500  # ticks per POST
 SETTLE_TIMEOUT = 60.0  # seconds a step's trades may take to be materialized after it ends
 HELD = {"acked_share": 0.95, "ack_p99_ms": 250, "read_p99_ms": 250, "materialized_p99_s": 10}
-MARKET_SYMBOLS = 2000
-ZIPF = 1.0  # the k-th most traded symbol is 1/k as popular as the first
 MARKET_READS_PER_SECOND = 20
 SUBSCRIBERS, SYMBOLS_EACH = 50, 2
-# A symbol's history: a trade every `every` over the last `span`, so that each read of the mix
-# finds a full range (a year of days, a month of hours, three days of 5m, a day of 1m).
-HISTORY = (
-    (timedelta(days=1), timedelta(minutes=1)),
-    (timedelta(days=3), timedelta(minutes=5)),
-    (timedelta(days=31), timedelta(hours=1)),
-    (timedelta(days=366), timedelta(days=1)),
-)
-
 # Per step, the trades accepted during it (inbox received_at, just before the 202) to the commit
 # of the micro-batch that made them canonical and merged them into their candles.
 ACK_TO_MATERIALIZED = """
@@ -59,17 +56,6 @@ FROM (
     FROM trades t JOIN ingest_batches b USING (batch_id)
     WHERE t.source = 'CAPACITY' AND t.received_at >= %(start)s AND t.received_at < %(end)s
 ) l
-"""
-SEED_HISTORY = """
-INSERT INTO trades (source, event_id, seq, symbol, ts, price, volume, received_at, batch_id)
-SELECT 'SEED', s || '-' || row_number() OVER (), -row_number() OVER (), s, t,
-       100 + 10 * random(), 1 + floor(random() * 100), now(), 0
-FROM unnest(%(symbols)s::text[]) s,
-     LATERAL (SELECT DISTINCT date_bin(h.every, %(now)s - g * h.every, 'epoch') AS t
-              FROM unnest(%(spans)s::interval[], %(everies)s::interval[]) AS h(span, every),
-                   generate_series(1, (extract(epoch FROM h.span)
-                                       / extract(epoch FROM h.every))::int) g
-             ) times
 """
 
 
@@ -181,15 +167,15 @@ def simple_load(url: str, symbols: list[str]) -> Load:
     _seed_a_day_of_minutes(url, symbols)
 
     def read(_: random.Random, now: datetime) -> tuple[str, str]:
-        return "candles_1m_day", _candles(symbols[0], "1m", now, timedelta(days=1))
+        return "candles_1m_day", candles_path(symbols[0], "1m", now, timedelta(days=1))
 
     return Load("simple", symbols, False, 5, read, [[symbols[0]]])
 
 
 def market_load(url: str) -> Load:
     """MARKET_SYMBOLS symbols with a year of history; reads of random symbols and ranges."""
-    symbols = [f"MKT{i:04d}" for i in range(MARKET_SYMBOLS)]
-    _seed_history(url, symbols)
+    symbols = market_symbols()
+    seed_history(url, symbols)
     draws = zipf_draws(symbols, seed=7)
     follows: list[list[str]] = []
     while len(follows) < SUBSCRIBERS:
@@ -198,38 +184,9 @@ def market_load(url: str) -> Load:
             follows.append(chosen)
 
     def read(rng: random.Random, now: datetime) -> tuple[str, str]:
-        symbol = rng.choice(symbols)
-        kind = rng.choice(READ_KINDS)
-        if kind == "tickers":
-            return kind, f"/tickers/{symbol}"
-        if kind == "aggs_5minute_2days":
-            first, last = (now - timedelta(days=1)).date(), now.date()
-            return kind, f"/v2/aggs/ticker/{symbol}/range/5/minute/{first}/{last}?limit=50000"
-        interval, span = {
-            "candles_1m_day": ("1m", timedelta(days=1)),
-            "candles_5m_3days": ("5m", timedelta(days=3)),
-            "candles_1h_month": ("1h", timedelta(days=31)),
-            "candles_1d_year": ("1d", timedelta(days=366)),
-        }[kind]
-        return kind, _candles(symbol, interval, now, span)
+        return random_read(rng, symbols, now)
 
     return Load("market", symbols, True, MARKET_READS_PER_SECOND, read, follows)
-
-
-READ_KINDS = (
-    "candles_1m_day",
-    "candles_5m_3days",
-    "candles_1h_month",
-    "candles_1d_year",
-    "tickers",
-    "aggs_5minute_2days",
-)
-
-
-def _candles(symbol: str, interval: str, now: datetime, span: timedelta) -> str:
-    end = now + timedelta(minutes=1)
-    window = f"start={end - span:%Y-%m-%dT%H:%M:00Z}&end={end:%Y-%m-%dT%H:%M:00Z}"
-    return f"/candles?symbol={symbol}&interval={interval}&limit=10000&{window}"
 
 
 def _run_step(
@@ -401,38 +358,6 @@ def fresh_ticks(symbols: list[str], *, zipf: bool = False) -> Iterator[dict[str,
             "source": "CAPACITY",
             "event_id": f"{run}-{n}",
         }
-
-
-def zipf_draws(symbols: list[str], seed: int) -> Iterator[str]:
-    rng = random.Random(seed)
-    weights = list(itertools.accumulate(1 / (k + 1) ** ZIPF for k in range(len(symbols))))
-    while True:
-        yield from rng.choices(symbols, cum_weights=weights, k=256)
-
-
-def _seed_history(url: str, symbols: list[str]) -> None:
-    """Register `symbols` and give each the trades of HISTORY, with their candles recomputed
-    day by day as the platform's backfill does."""
-    now = datetime.now(UTC)
-    with connect(url) as conn:
-        conn.execute(
-            "INSERT INTO symbols (symbol) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING",
-            [symbols],
-        )
-        conn.execute(
-            SEED_HISTORY,
-            {
-                "symbols": symbols,
-                "now": now,
-                "spans": [span for span, _ in HISTORY],
-                "everies": [every for _, every in HISTORY],
-            },
-        )
-        conn.commit()
-        conn.execute("ANALYZE trades")
-        first = now - max(span for span, _ in HISTORY) - timedelta(days=1)
-        for offset in range((now - first).days + 2):
-            recompute_day(conn, url, first.date() + timedelta(days=offset))
 
 
 def _seed_a_day_of_minutes(url: str, symbols: list[str]) -> None:

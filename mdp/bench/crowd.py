@@ -28,8 +28,9 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from core.config import Settings
 from core.db import connect as connect_database
-from mdp.bench.capacity import ZIPF, Connections, open_loop, zipf_draws
+from mdp.bench.capacity import Connections, open_loop
 from mdp.bench.load import allow_open_files, percentiles, request_bytes
+from mdp.bench.market import ZIPF, zipf_draws
 from mdp.bench.up import RunningPlatform, api_process, cpu_seconds, running_platform
 
 SYMBOLS = 1000  # the market's registered symbols

@@ -85,7 +85,9 @@ def bench_ingest(
         batches = asyncio.run(
             run_load(api, requests.__getitem__, total=len(requests), concurrency=BATCH_CONCURRENCY)
         )
-        http_rows_per_s = len(ticks) / batches.seconds
+        with connect(url) as conn:  # count what was accepted, not what was sent
+            [(accepted,)] = conn.execute("SELECT count(*) FROM trade_inbox").fetchall()
+        http_rows_per_s = accepted / batches.seconds
 
         singles = [
             request_bytes(api, "POST", "/ingest/tick", msgspec.json.encode(t), headers)
@@ -105,6 +107,7 @@ def bench_ingest(
         "api_workers": workers,
         "batch": {
             "rows": len(ticks),
+            "rows_accepted": accepted,
             "batch_size": BATCH_SIZE,
             "concurrency": BATCH_CONCURRENCY,
             "http_rows_per_s": round(http_rows_per_s),

@@ -21,13 +21,19 @@ class LoadResult:
     client_cpu_seconds: float
 
     @property
+    def succeeded(self) -> int:
+        return sum(n for status, n in self.statuses.items() if 200 <= status < 300)
+
+    @property
     def per_second(self) -> float:
-        return self.requests / self.seconds
+        """Requests answered with success per second: a refusal is not work done."""
+        return self.succeeded / self.seconds
 
     def summary(self) -> dict[str, float | int | dict[int, int]]:
         q = statistics.quantiles(self.latencies_ms, n=100, method="inclusive")
         return {
             "requests": self.requests,
+            "succeeded": self.succeeded,
             "req_per_s": round(self.per_second, 1),
             "p50_ms": round(q[49], 3),
             "p99_ms": round(q[98], 3),
