@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="API worker processes in the ingest and serve benchmarks (mdp serve --workers; 1)",
     )
     options.add_argument(
-        "--trades", type=int, help="trades in the candle and serve benchmarks' day (1,000,000)"
+        "--trades", type=int, help="trades in the candle benchmark's day (1,000,000)"
     )
     options.add_argument(
         "--seconds", type=int, help="how long the freshness benchmark runs the platform (120)"
