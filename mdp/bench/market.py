@@ -25,14 +25,16 @@ HISTORY = (
 
 SEED_HISTORY = """
 INSERT INTO trades (source, event_id, seq, symbol, ts, price, volume, received_at, batch_id)
-SELECT 'SEED', s || '-' || row_number() OVER (), -row_number() OVER (), s, t,
-       100 + 10 * random(), 1 + floor(random() * 100), now(), 0
-FROM unnest(%(symbols)s::text[]) s,
-     LATERAL (SELECT DISTINCT date_bin(h.every, %(now)s - g * h.every, 'epoch') AS t
-              FROM unnest(%(spans)s::interval[], %(everies)s::interval[]) AS h(span, every),
-                   generate_series(1, (extract(epoch FROM h.span)
-                                       / extract(epoch FROM h.every))::int) g
-             ) times
+SELECT 'SEED', s || '-' || n, -n, s, t, 100 + 10 * random(), 1 + floor(random() * 100), now(), 0
+FROM (
+    SELECT s, t, row_number() OVER (ORDER BY t, s) AS n  -- in time order: the BRIN index works
+    FROM unnest(%(symbols)s::text[]) s,
+         LATERAL (SELECT DISTINCT date_bin(h.every, %(now)s - g * h.every, 'epoch') AS t
+                  FROM unnest(%(spans)s::interval[], %(everies)s::interval[]) AS h(span, every),
+                       generate_series(1, (extract(epoch FROM h.span)
+                                           / extract(epoch FROM h.every))::int) g) times
+) history
+ORDER BY n
 """
 
 # Reads of the mix: a day of 1m, three days of 5m, a month of 1h, a year of 1d, the ticker, and
@@ -101,6 +103,7 @@ def seed_history(url: str, symbols: list[str]) -> None:
             },
         )
         conn.commit()
+    with connect(url, autocommit=True) as conn:  # each day commits on its own
         conn.execute("ANALYZE trades")
         first = now - max(span for span, _ in HISTORY) - timedelta(days=1)
         for offset in range((now - first).days + 2):
