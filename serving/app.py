@@ -23,7 +23,18 @@ from serving.fanout import Fanout
 from serving.inbox import InboxWriter
 from serving.listener import StreamHub
 from serving.metrics import RequestMetrics
-from serving.routers import dashboard, health, ingest, market, ops, polygon, stocks, stream
+from serving.routers import (
+    dashboard,
+    health,
+    ingest,
+    market,
+    ops,
+    polygon,
+    reference,
+    stocks,
+    stream,
+    trades,
+)
 from serving.stream import EventFeed
 from serving.symbols import SymbolRegistry
 
@@ -104,7 +115,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ingest.router)
     app.include_router(market.router)
     app.include_router(polygon.router)
-    app.include_router(polygon.reference)
+    app.include_router(trades.router)
+    app.include_router(reference.router)
     app.include_router(stocks.router)
     app.include_router(stream.router)
     app.include_router(ops.router)

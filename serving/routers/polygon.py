@@ -1,4 +1,4 @@
-"""A Polygon/Massive-compatible subset (aggregate bars, last trade, trade conditions), so existing
+"""A Polygon/Massive-compatible subset (aggregate bars, last trade), so existing
 clients such as the official `massive` Python client work against this platform unchanged."""
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse
-from psycopg import sql
 from pydantic import BaseModel
 
 from core.db import query
@@ -240,89 +239,3 @@ async def last_trade(registry: Registry, pool: Pool, ticker: PathSymbol) -> Resp
     return JSONResponse(
         LastTrade(status="OK", request_id=_request_id(), results=result).model_dump()
     )
-
-
-reference = APIRouter(
-    prefix="/v3/reference",
-    tags=["polygon compatible"],
-    dependencies=[ReadAuth],
-    responses=refusals(401),
-)
-
-
-class ConsolidatedRules(BaseModel):
-    updates_high_low: bool
-    updates_open_close: bool
-    updates_volume: bool
-
-
-class UpdateRules(BaseModel):
-    consolidated: ConsolidatedRules
-
-
-class Condition(BaseModel):
-    id: int
-    type: str
-    name: str
-    asset_class: str = "stocks"
-    data_types: list[str] = ["trade"]
-    legacy: bool | None = None
-    update_rules: UpdateRules | None = None
-    """Left out for conditions that only flag a state: they restrict nothing."""
-
-
-class Conditions(BaseModel):
-    results: list[Condition]
-    status: str
-    request_id: str
-    count: int
-    next_url: str | None = None
-
-
-@reference.get(
-    "/conditions", response_model=Conditions, response_model_exclude_none=True,
-    responses=refusals(422, 503),
-)  # fmt: skip
-async def conditions(
-    request: Request,
-    pool: Pool,
-    asset_class: str | None = None,
-    data_type: str | None = None,
-    id: Annotated[int | None, Query(ge=0, le=32767)] = None,
-    order: Literal["asc", "desc"] = "asc",
-    limit: Annotated[int, Query(ge=1, le=1000)] = 10,
-    sort: Literal["id", "name"] = "id",
-    cursor: Annotated[int | None, Query(ge=0, description="From `next_url`.")] = None,
-) -> Conditions:
-    """The stock trade conditions this platform knows, with the consolidated update rules its
-    candles follow (docs/design.md §5), in Polygon's shape. Trades are the only data type and
-    stocks the only asset class here: other values list nothing."""
-    rows: list[tuple[Any, ...]] = []
-    if asset_class in (None, "stocks") and data_type in (None, "trade"):
-        key = sql.Identifier(sort)
-        statement = sql.SQL(
-            "SELECT id, type, name, updates_high_low, updates_open_close, updates_volume, legacy"
-            " FROM trade_conditions WHERE (%(id)s::int IS NULL OR id = %(id)s)"
-            " ORDER BY {key} {order}, id {order} OFFSET %(offset)s LIMIT %(limit)s"
-        ).format(key=key, order=sql.SQL(order.upper()))
-        async with pool.connection() as conn:
-            params = {"id": id, "offset": cursor or 0, "limit": limit + 1}
-            rows = await (await conn.execute(statement, params)).fetchall()
-    more, rows = len(rows) > limit, rows[:limit]
-    results = [
-        Condition(
-            id=code, type=kind, name=name, legacy=True if legacy else None,
-            update_rules=None if high_low is None else UpdateRules(
-                consolidated=ConsolidatedRules(
-                    updates_high_low=high_low, updates_open_close=open_close,
-                    updates_volume=volume,
-                )
-            ),
-        )
-        for code, kind, name, high_low, open_close, volume, legacy in rows
-    ]  # fmt: skip
-    page = Conditions(results=results, status="OK", request_id=_request_id(), count=len(results))
-    if more:
-        after = request.url.include_query_params(cursor=(cursor or 0) + limit)
-        page.next_url = str(after)
-    return page
