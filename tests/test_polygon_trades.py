@@ -51,6 +51,7 @@ def ticks_of_two_days() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     pending += [
         {**tick(3), "price": 1.0},  # a resend of a promoted trade
         {**tick(205), "price": 2.0},  # a resend of a pending one
+        {**tick(210), "ts": f"{DAY + timedelta(days=1)}T02:30:00+00:00"},  # another day's time
     ]
     return promoted, pending
 
