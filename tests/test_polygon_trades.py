@@ -14,7 +14,7 @@ from massive import RESTClient
 from massive.exceptions import BadResponse
 
 from core.db import Connection
-from core.ticks import EPOCH
+from core.intervals import EPOCH
 from pipelines.ingestion import drain_inbox
 from tests.support import send, tick
 

@@ -15,8 +15,8 @@ from psycopg import sql
 from pydantic import BaseModel
 
 from core.db import query
-from core.intervals import market_midnight
-from core.ticks import EARLIEST, EPOCH
+from core.intervals import EPOCH, market_midnight
+from core.ticks import EARLIEST
 from serving.auth import ReadAuth
 from serving.deps import LATEST, AppSettings, PathSymbol, Pool, Registry
 from serving.polygon_compat import PolygonRoute, polygon_refusals, registered, request_id
