@@ -175,3 +175,35 @@ def test_an_empty_range_is_an_empty_list(client: httpx.Client, db: Connection) -
     at = "2026-11-20T10:00:00Z"
     body = client.get("/candles", params={"symbol": "AAPL", "start": at, "end": at}).json()
     assert body == {"symbol": "AAPL", "interval": "1m", "candles": [], "next_page_token": None}
+
+
+def test_a_resend_moved_in_time_counts_nowhere_before_or_after_promotion(
+    client: httpx.Client, db: Connection
+) -> None:
+    """Promotion keeps the first accepted copy of an identity; reads of pending trades must keep
+    the same one, even when a later copy claims another minute (and a higher price)."""
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    first, moved = now - timedelta(minutes=3), now - timedelta(minutes=1)
+    send(client, [tick(1, ts=iso(first), price=100.0, volume=5)])
+    send(client, [tick(1, ts=iso(moved), price=999.0, volume=7)])  # a resend, another minute
+
+    def answers() -> tuple[Any, ...]:
+        candles = all_candles(
+            client, symbol="AAPL", interval="1m", start=iso(now - timedelta(minutes=5)),
+            end=iso(now + timedelta(minutes=1)),
+        )  # fmt: skip
+        moved_minute = client.get(
+            "/candles/trades",
+            params={"symbol": "AAPL", "interval": "1m", "bucket_start": iso(moved)},
+        ).json()["trades"]
+        last = client.get("/tickers/AAPL").json()["last_trade"]
+        return (
+            [(c["bucket_start"], c["high"], c["volume"]) for c in candles],
+            moved_minute,
+            (last["price"], last["volume"]),
+        )
+
+    expected = ([(iso(first), 100.0, 5.0)], [], (100.0, 5.0))
+    assert answers() == expected  # both copies pending
+    drain_inbox(db)
+    assert answers() == expected  # promoted: the first copy stands

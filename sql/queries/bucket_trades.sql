@@ -11,11 +11,14 @@ WITH bucket AS (
     SELECT source, event_id, ts, seq, price, volume, conditions, updates_high_low,
            updates_open_close, updates_volume, cancelled_at
     FROM (
-        SELECT DISTINCT ON (i.source, i.event_id) i.*
+        SELECT i.*
         FROM trade_inbox i
         WHERE i.symbol = %(symbol)s AND i.ts >= %(start)s AND i.ts < %(end)s
           AND NOT EXISTS (SELECT FROM trades t WHERE t.source = i.source AND t.event_id = i.event_id)
-        ORDER BY i.source, i.event_id, i.seq
+          AND NOT EXISTS (  -- the first accepted copy: an earlier one may carry another time
+              SELECT FROM trade_inbox e
+              WHERE e.event_id = i.event_id AND e.source = i.source AND e.seq < i.seq
+          )
     ) pending
     WHERE (ts, seq) > (%(ts)s, %(seq)s)
 )

@@ -1,5 +1,5 @@
 -- The latest trade of a symbol by trade time, accepted ones still in the inbox included (minus
--- resends of promoted trades); ties go to the later accepted. A pending trade earlier than the
+-- resends); ties go to the later accepted. A pending trade earlier than the
 -- latest promoted one cannot win, so only the inbox's newer time range is read (a BRIN range
 -- scan), newest first, until one is not a resend.
 WITH promoted AS (
@@ -20,6 +20,10 @@ FROM (
     UNION ALL
     (SELECT * FROM pending i
      WHERE NOT EXISTS (SELECT FROM trades t WHERE t.source = i.source AND t.event_id = i.event_id)
+       AND NOT EXISTS (  -- the first accepted copy: an earlier one may carry another time
+           SELECT FROM trade_inbox e
+           WHERE e.event_id = i.event_id AND e.source = i.source AND e.seq < i.seq
+       )
      LIMIT 1)
 ) latest
 ORDER BY ts DESC, seq DESC

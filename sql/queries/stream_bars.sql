@@ -12,13 +12,16 @@ WITH accepted AS (
     UNION ALL
     SELECT symbol, ts, seq, price, volume, updates_high_low, updates_open_close, updates_volume
     FROM (
-        SELECT DISTINCT ON (i.source, i.event_id) i.symbol, i.ts, i.seq, i.price, i.volume,
+        SELECT i.symbol, i.ts, i.seq, i.price, i.volume,
                i.updates_high_low, i.updates_open_close, i.updates_volume, i.cancelled_at
         FROM trade_inbox i
         WHERE i.ts >= %(start)s AND i.ts < %(end)s
           AND (%(symbols)s::text[] IS NULL OR i.symbol = ANY(%(symbols)s::text[]))
           AND NOT EXISTS (SELECT FROM trades t WHERE t.source = i.source AND t.event_id = i.event_id)
-        ORDER BY i.source, i.event_id, i.seq
+          AND NOT EXISTS (  -- the first accepted copy: an earlier one may carry another time
+              SELECT FROM trade_inbox e
+              WHERE e.event_id = i.event_id AND e.source = i.source AND e.seq < i.seq
+          )
     ) pending
     WHERE cancelled_at IS NULL
 ),
