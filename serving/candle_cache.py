@@ -87,8 +87,9 @@ READS = Counter(
 )
 
 
-class Candle(msgspec.Struct):
-    """One candle as `/candles` sends it (field order is the response's)."""
+class Candle(msgspec.Struct, omit_defaults=True):
+    """One candle as `/candles` sends it (field order is the response's). `filled` is sent only
+    when gap filling was asked (`serving/candle_fill.py`): true for a bucket it added."""
 
     bucket_start: str
     open: float | None
@@ -100,6 +101,7 @@ class Candle(msgspec.Struct):
     trade_count: int
     revision: int
     is_final: bool
+    filled: bool | None = None
 
 
 _encode = msgspec.json.Encoder().encode
