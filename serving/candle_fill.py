@@ -3,7 +3,7 @@ QuestDB's `FILL(PREV)` and `FILL(NULL)`): every bucket of a page is sent, the em
 flagged `filled` and never stored. `previous` repeats the last close known before the bucket
 (of a candle on this page, or the close the caller read from before the page) as open, high, low
 and close, with no volume; `null` leaves the prices null. A bucket with no earlier close known
-has null prices under either."""
+has null prices under either (docs/design.md §5)."""
 
 from __future__ import annotations
 

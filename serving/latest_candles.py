@@ -7,7 +7,8 @@ statement (`sql/queries/latest_candles.sql`) and keeps them with what its LISTEN
 then (`serving/listener.py`): while the hub has heard nothing new, the answer comes from memory
 without a connection being taken. Its own acknowledged trades count at once, another process's
 as soon as their NOTIFY arrives; while the hub cannot hear, every poll reads. `is_final` depends
-on the clock too (a bucket closes), so it is worked out at each answer from what was read.
+on the clock too (a bucket closes), so it is worked out at each answer from what was read
+(docs/design.md §5).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from core.db import query
 from core.intervals import INTERVALS
+from serving.candle_cache import Candle
 from serving.listener import Heard, StreamHub
 
 READS = Counter(
@@ -32,24 +34,9 @@ READS = Counter(
 )
 
 
-class LatestCandle(msgspec.Struct):
-    """One symbol's latest candle as `/candles/latest` sends it (field order is the response's)."""
-
-    symbol: str
-    bucket_start: str
-    open: float | None
-    high: float | None
-    low: float | None
-    close: float | None
-    volume: float
-    vwap: float | None
-    trade_count: int
-    revision: int
-    is_final: bool = False  # worked out at each answer
-
-
 class _Kept(msgspec.Struct):
-    candle: LatestCandle
+    symbol: str
+    candle: Candle  # is_final as read: worked out again at each answer
     pending: bool  # trades still pending in its bucket
     ends: datetime  # when its bucket ends
 
@@ -63,7 +50,7 @@ class LatestCandles:
 
     async def of(
         self, interval: str, symbols: Iterable[str] | None, now: datetime
-    ) -> list[LatestCandle]:
+    ) -> list[tuple[str, Candle]]:
         """The latest `interval` candle of each of `symbols` (every symbol when None) that has
         one, by symbol, final when its bucket ended before `now` with nothing pending in it."""
         kept = self._fresh(interval)
@@ -74,9 +61,12 @@ class LatestCandles:
                     kept = await self._read(interval)
         wanted = None if symbols is None else set(symbols)
         return [
-            msgspec.structs.replace(row.candle, is_final=not row.pending and row.ends <= now)
+            (
+                row.symbol,
+                msgspec.structs.replace(row.candle, is_final=not row.pending and row.ends <= now),
+            )
             for row in kept
-            if wanted is None or row.candle.symbol in wanted
+            if wanted is None or row.symbol in wanted
         ]
 
     def _fresh(self, interval: str) -> list[_Kept] | None:
@@ -94,7 +84,9 @@ class LatestCandles:
         async with self._pool.connection() as conn:
             rows = await (await conn.execute(query("latest_candles"), params)).fetchall()
         READS.labels("database").inc()
-        kept = [_Kept(LatestCandle(*candle), pending, ends) for *candle, pending, ends in rows]
+        kept = [
+            _Kept(symbol, Candle(*candle), pending, ends) for symbol, *candle, pending, ends in rows
+        ]
         if heard is not None:
             self._kept[interval] = (heard, kept)
         return kept

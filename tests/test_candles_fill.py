@@ -17,12 +17,11 @@ import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from prometheus_client.parser import text_string_to_metric_families as parse_prometheus
 
 from core.db import Connection, connect
 from core.intervals import INTERVALS, bucket_starts
 from pipelines.ingestion import drain_inbox
-from tests.support import send, tick, wait_for
+from tests.support import counter_totals, send, tick, wait_for
 from tests.test_market_day import new_york, new_york_url
 
 __all__ = ["new_york", "new_york_url"]  # fixtures for the market-day test below
@@ -293,14 +292,7 @@ def test_the_buckets_of_a_range_are_every_interval_start_or_market_midnight(
 
 
 def latest_reads(client: httpx.Client) -> dict[str, float]:
-    text = client.get("/metrics", headers={"Accept": "text/plain"}).text
-    return {
-        sample.labels["source"]: sample.value
-        for family in parse_prometheus(text)
-        if family.name == "mdp_latest_candles_reads"
-        for sample in family.samples
-        if sample.name.endswith("_total")
-    }
+    return counter_totals(client, "mdp_latest_candles_reads", "source")
 
 
 def latest_of(client: httpx.Client, symbol: str) -> dict[str, Any] | None:

@@ -49,7 +49,7 @@ MAX_SYMBOLS = 100  # in one /candles request
 MAX_PAGE_CANDLES = 100_000  # limit times symbols: what one page may hold at most
 
 
-class Candle(BaseModel):
+class Bar(BaseModel):
     """A bucket's bar under the sale-condition rules: open and close, high and low are null when
     none of its trades may set them, vwap when none counts in volume."""
 
@@ -64,6 +64,9 @@ class Candle(BaseModel):
     revision: int
     """How many times cancels restated this candle."""
     is_final: bool
+
+
+class Candle(Bar):
     filled: bool | None = None
     """Sent only when `fill` is asked: true for an empty bucket the fill added (never stored)."""
 
@@ -91,18 +94,8 @@ class SymbolsCandlesPage(BaseModel):
     next_page_token: str | None
 
 
-class LatestCandle(BaseModel):
+class LatestCandle(Bar):
     symbol: str
-    bucket_start: datetime
-    open: float | None
-    high: float | None
-    low: float | None
-    close: float | None
-    volume: float
-    vwap: float | None
-    trade_count: int
-    revision: int
-    is_final: bool
 
 
 class LatestCandles(BaseModel):
@@ -474,5 +467,8 @@ async def latest_candles(
     if symbols is not None:
         names = await known_symbols(registry, list(dict.fromkeys(symbols.split(","))))
     found = await latest.of(interval, names, datetime.now(UTC))
-    body = _encode({"interval": interval, "candles": found})
+    head = _encode({"interval": interval})[:-1]
+    # Each candle's JSON with its symbol first: {"symbol":…,"bucket_start":…}.
+    candles = (b'{"symbol":' + _encode(name) + b"," + _encode(c)[1:] for name, c in found)
+    body = b"".join((head, b',"candles":[', b",".join(candles), b"]}"))
     return Response(body, media_type="application/json")

@@ -7,10 +7,9 @@
 SELECT s.symbol,
        to_char(l.bucket_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS bucket_start,
        l.open, l.high, l.low, l.close, l.volume, l.vwap, l.trade_count, l.revision,
+       l.pending = 0 AND e.bucket_end <= now() AS is_final,  -- as of this read
        l.pending > 0 AS pending,
-       CASE WHEN %(interval)s = '1d'
-            THEN ((l.bucket_start AT TIME ZONE z.zone) + interval '1 day') AT TIME ZONE z.zone
-            ELSE l.bucket_start + %(width)s END AS bucket_end
+       e.bucket_end
 FROM symbols s
 CROSS JOIN (SELECT timezone AS zone FROM market_settings) z
 CROSS JOIN LATERAL (
@@ -27,4 +26,9 @@ CROSS JOIN LATERAL (
     ORDER BY bucket_start DESC
     LIMIT 1
 ) l
+CROSS JOIN LATERAL (
+    SELECT CASE WHEN %(interval)s = '1d'
+                THEN ((l.bucket_start AT TIME ZONE z.zone) + interval '1 day') AT TIME ZONE z.zone
+                ELSE l.bucket_start + %(width)s END AS bucket_end
+) e
 ORDER BY s.symbol
