@@ -75,3 +75,33 @@ def day_window(day: date, zone: tzinfo = UTC) -> tuple[datetime, datetime]:
 def market_date(moment: datetime, zone: tzinfo = UTC) -> date:
     """The market day `moment` falls in."""
     return moment.astimezone(zone).date()
+
+
+def bucket_end(interval: str, start: datetime, zone: tzinfo = UTC) -> datetime:
+    """When the `interval` bucket starting at `start` ends: the next bucket's start (a 1d bucket's
+    at the next market midnight). OverflowError past the calendar's end."""
+    if interval == "1d" and not days_are_utc(zone):
+        return market_midnight(market_date(start, zone) + timedelta(days=1), zone)
+    return start + INTERVALS[interval]
+
+
+def bucket_starts(
+    interval: str, start: datetime, end: datetime, zone: tzinfo = UTC, most: int = 10_000
+) -> list[datetime]:
+    """The starts of the first `most` buckets of `interval` that begin in [start, end), ascending:
+    every bucket, whether it holds a candle or not (what gap filling walks)."""
+    starts: list[datetime] = []
+    try:
+        if interval == "1d" and not days_are_utc(zone):
+            moment = market_midnight(market_date(start, zone), zone)
+            if moment < start:
+                moment = bucket_end(interval, moment, zone)
+        else:
+            width = INTERVALS[interval]
+            moment = EPOCH + -((EPOCH - start) // width) * width  # the first at or after start
+        while moment < end and len(starts) < most:
+            starts.append(moment)
+            moment = bucket_end(interval, moment, zone)
+    except OverflowError:  # the calendar ends before `end` or `most`
+        pass
+    return starts

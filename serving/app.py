@@ -21,9 +21,11 @@ from serving.deps import Services, services
 from serving.errors import DATABASE_UNAVAILABLE, install_error_handlers
 from serving.fanout import Fanout
 from serving.inbox import InboxWriter
+from serving.latest_candles import LatestCandles
 from serving.listener import StreamHub
 from serving.metrics import RequestMetrics
 from serving.routers import (
+    candles,
     dashboard,
     health,
     ingest,
@@ -109,11 +111,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         feed=EventFeed(pool, hub, max_followers=settings.streams_per_process),
         fanout=Fanout(pool, hub),
         candle_cache=CandleCache(pool, market_zone=settings.market_zone),
+        latest_candles=LatestCandles(pool, hub),
         expected_migrations=migration_ids(),
     )
     install_error_handlers(app)
     app.include_router(ingest.router)
     app.include_router(market.router)
+    app.include_router(candles.router)
     app.include_router(polygon.router)
     app.include_router(trades.router)
     app.include_router(reference.router)

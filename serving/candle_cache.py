@@ -31,13 +31,12 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from core.db import query
-from core.intervals import INTERVALS, LONGEST_MARKET_DAY, days_are_utc
+from core.intervals import EPOCH, INTERVALS, LONGEST_MARKET_DAY, days_are_utc
 from serving.listener import Heard
 
 BUCKETS_PER_BLOCK = 1440
 MAX_BLOCKS_PER_READ = 8  # a longer range is read directly (a year of sparse 1m bars, say)
 MAX_STATES = 4096
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
 # Blocks are aligned to the epoch; one reaching before the year 1 is read directly.
 FIRST_BLOCK_START = (datetime.min.replace(tzinfo=UTC) - EPOCH) // MICROSECOND
@@ -87,8 +86,9 @@ READS = Counter(
 )
 
 
-class Candle(msgspec.Struct):
-    """One candle as `/candles` sends it (field order is the response's)."""
+class Candle(msgspec.Struct, omit_defaults=True):
+    """One candle as `/candles` sends it (field order is the response's). `filled` is sent only
+    when gap filling was asked (`serving/candle_fill.py`): true for a bucket it added."""
 
     bucket_start: str
     open: float | None
@@ -100,6 +100,7 @@ class Candle(msgspec.Struct):
     trade_count: int
     revision: int
     is_final: bool
+    filled: bool | None = None
 
 
 _encode = msgspec.json.Encoder().encode

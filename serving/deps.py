@@ -20,6 +20,7 @@ from serving.bodies import InflightBytes
 from serving.candle_cache import CandleCache
 from serving.fanout import Fanout
 from serving.inbox import InboxWriter
+from serving.latest_candles import LatestCandles
 from serving.listener import StreamHub
 from serving.stream import EventFeed
 from serving.symbols import SymbolRegistry
@@ -41,6 +42,7 @@ class Services:
     feed: EventFeed
     fanout: Fanout
     candle_cache: CandleCache
+    latest_candles: LatestCandles
     expected_migrations: list[str]
 
 
@@ -81,6 +83,10 @@ async def _candle_cache(request: Request) -> CandleCache:
     return services(request.app).candle_cache
 
 
+async def _latest_candles(request: Request) -> LatestCandles:
+    return services(request.app).latest_candles
+
+
 App = Annotated[Services, Depends(_services)]
 AppSettings = Annotated[Settings, Depends(_settings)]
 Pool = Annotated[AsyncConnectionPool, Depends(_pool)]
@@ -89,6 +95,7 @@ Registry = Annotated[SymbolRegistry, Depends(_symbols)]
 Stream = Annotated[StreamHub, Depends(_stream)]
 Feed = Annotated[EventFeed, Depends(_feed)]
 Cache = Annotated[CandleCache, Depends(_candle_cache)]
+Latest = Annotated[LatestCandles, Depends(_latest_candles)]
 
 PathSymbol = Annotated[str, Path(examples=["AAPL"])]
 
@@ -101,6 +108,17 @@ async def known_symbol(registry: SymbolRegistry, symbol: str) -> str:
         if symbol not in registry.symbols:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown symbol {symbol!r}")
     return symbol
+
+
+async def known_symbols(registry: SymbolRegistry, names: list[str]) -> list[str]:
+    """`names` when every one is registered (asking the database once more if the cache does not
+    know them all); a 404 naming the others otherwise."""
+    if unknown := [name for name in names if name not in registry.symbols]:
+        await registry.refresh()
+        if unknown := [name for name in unknown if name not in registry.symbols]:
+            listed = ", ".join(map(repr, unknown))
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown symbols {listed}")
+    return names
 
 
 def utc(moment: datetime, name: str) -> datetime:

@@ -10,6 +10,7 @@ from datetime import date
 from typing import Any, TypeVar
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families as parse_prometheus
 
 T = TypeVar("T")
 
@@ -50,6 +51,18 @@ def all_candles(client: httpx.Client, **params: Any) -> list[dict[str, Any]]:
         token = body["next_page_token"]
         if token is None:
             return candles
+
+
+def counter_totals(client: httpx.Client, family: str, label: str) -> dict[str, float]:
+    """A Prometheus counter of the API's `/metrics`, its total by the value of `label`."""
+    text = client.get("/metrics", headers={"Accept": "text/plain"}).text
+    return {
+        sample.labels[label]: sample.value
+        for found in parse_prometheus(text)
+        if found.name == family
+        for sample in found.samples
+        if sample.name.endswith("_total")
+    }
 
 
 class ServerSentEvents:

@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 import msgspec
 import polars as pl
-from prometheus_client.parser import text_string_to_metric_families as parse_prometheus
 from psycopg import AsyncConnection, AsyncCursor
 from psycopg_pool import AsyncConnectionPool
 
@@ -21,7 +20,7 @@ from pipelines.candles import recompute_day
 from pipelines.ingestion import drain_inbox
 from serving.candle_cache import CandleCache
 from serving.listener import Heard
-from tests.support import all_candles, send, tick, wait_for
+from tests.support import all_candles, counter_totals, send, tick, wait_for
 
 DAY = date(2026, 11, 20)
 WINDOW = {
@@ -54,14 +53,7 @@ def served(client: httpx.Client, **params: Any) -> list[tuple[Any, ...]]:
 
 
 def cache_reads(client: httpx.Client) -> dict[str, float]:
-    text = client.get("/metrics", headers={"Accept": "text/plain"}).text
-    return {
-        sample.labels["outcome"]: sample.value
-        for family in parse_prometheus(text)
-        if family.name == "mdp_candle_cache_reads"
-        for sample in family.samples
-        if sample.name.endswith("_total")
-    }
+    return counter_totals(client, "mdp_candle_cache_reads", "outcome")
 
 
 def test_closed_buckets_are_served_from_memory_and_equal_the_table(

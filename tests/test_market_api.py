@@ -203,7 +203,7 @@ def test_a_resend_moved_in_time_counts_nowhere_before_or_after_promotion(
             (last["price"], last["volume"]),
         )
 
-    expected = ([(iso(first), 100.0, 5.0)], [], (100.0, 5.0))
+    expected: tuple[Any, ...] = ([(iso(first), 100.0, 5.0)], [], (100.0, 5.0))
     assert answers() == expected  # both copies pending
     drain_inbox(db)
     assert answers() == expected  # promoted: the first copy stands
