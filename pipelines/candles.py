@@ -200,21 +200,26 @@ def read_day_trades(url: str, day: date, zone: tzinfo = UTC) -> pl.DataFrame:
     )
 
 
-def insert_candles(conn: Connection, interval: str, candles: pl.DataFrame) -> int:
-    """COPY `candles` of one interval into `candles` (their buckets must be free: the caller
-    deleted them in the same transaction); returns the rows written."""
-    if candles.is_empty():
+def insert_candles(conn: Connection, candles: dict[str, pl.DataFrame]) -> int:
+    """COPY the candles of each interval into `candles`, in one statement (their buckets must be
+    free: the caller deleted them in the same transaction); returns the rows written."""
+    if not candles:
         return 0
     times = ("bucket_start", "open_at", "close_at")
-    rows = candles.select(
-        "symbol",
-        pl.lit(interval).alias("interval"),
-        *(pl.from_epoch(c, "us") if c in times else pl.col(c) for c in CANDLE_COLUMNS[1:]),
+    rows = pl.concat(
+        frame.select(
+            "symbol",
+            pl.lit(interval).alias("interval"),
+            *(pl.from_epoch(c, "us") if c in times else pl.col(c) for c in CANDLE_COLUMNS[1:]),
+        )
+        for interval, frame in candles.items()
     )
+    if rows.is_empty():
+        return 0
     columns = ", ".join(f'"{c}"' for c in rows.columns)
     with conn.cursor().copy(f"COPY candles ({columns}) FROM STDIN (FORMAT csv)") as copy:
         copy.write(rows.write_csv(include_header=False, datetime_format=UTC_CSV_TIME))
-    return candles.height
+    return rows.height
 
 
 # --- what the assets and the micro-batch do ----------------------------------------------------
@@ -238,21 +243,19 @@ def recompute_day(
     """Replace one market day of candles in `intervals` (the day in the zone the database holds,
     docs/design.md §5), atomically: 1m from the day's trades, the coarser intervals rolled up from
     those in memory; the change log records the day as replaced."""
-    outcomes = []
     with conn.transaction():
         lock_candles(conn)  # from here on no micro-batch commits, so the read below is complete
         zone = market_zone(conn)
         start, end = day_window(day, zone)
         minute = candles_from_trades(read_day_trades(url, day, zone))
-        for interval in intervals:
-            candles = minute if interval == "1m" else roll_up(minute, interval, zone)
-            conn.execute(
-                'DELETE FROM candles WHERE "interval" = %s'
-                " AND bucket_start >= %s AND bucket_start < %s",
-                (interval, start, end),
-            )
-            insert_candles(conn, interval, candles)
-            outcomes.append(_outcome(day, interval, candles))
+        candles = {i: minute if i == "1m" else roll_up(minute, i, zone) for i in intervals}
+        conn.execute(  # one statement for every interval: the change triggers fire once
+            'DELETE FROM candles WHERE "interval" = ANY(%s)'
+            " AND bucket_start >= %s AND bucket_start < %s",
+            (list(intervals), start, end),
+        )
+        insert_candles(conn, candles)
+        outcomes = [_outcome(day, interval, frame) for interval, frame in candles.items()]
         conn.execute(
             'INSERT INTO candle_updates (symbol, "interval", bucket_start, whole_day)'
             " SELECT '*', i, %s, true FROM unnest(%s::text[]) i",
