@@ -243,7 +243,9 @@ async def _phase(
     return {
         "subscribers": len(clients),
         "subscribers_by_symbols_followed": {str(k): n for k, n in sorted(sizes.items(), key=str)},
-        "symbols_followed": len(set().union(*(f for f in follows if f is not None))),
+        "symbols_followed": len(market)
+        if None in follows
+        else len(set().union(*(f for f in follows if f is not None))),
         "acked_ticks_per_s": round(acked.total() / elapsed, 1),
         "ack_ms": percentiles(ack_ms, 50, 95, 99),
         **tally(crowd.followers, acked),
