@@ -1,28 +1,49 @@
 """Freshness benchmark: the whole platform as `mdp up` runs it (API, Dagster daemon and its drain
-runs) under the synthetic feeder at `--rate` ticks/s. While the feed runs, probe ticks for a
-symbol of their own measure ack → SSE event and ack → visible in /candles; afterwards the database
-tells ack → materialized candles."""
+runs) under the synthetic feeder at `--rate` ticks/s, and a second `mdp serve` on the same
+database, on a port of its own: the reader. While the feed runs, PROBES ticks of a symbol of their
+own are posted one at a time to the platform's API (the one that acks) and looked for on the
+reader only, so what is measured crosses processes through the database (its commit and NOTIFY),
+never one process's memory of its own commits.
+
+What is measured, from when to when:
+- `probe_ack_ms`: from just before a probe's POST to its 202.
+- `send_to_sse_event_ms`: from just before a probe's POST to the moment its trade event arrived
+  on the reader's `/stream`.
+- `send_to_visible_in_candles_ms`: from just before a probe's POST to the first answer of the
+  reader's `/candles` that counts it; the reader is asked from the 202 on, one request at a time,
+  so a probe visible before its ack counts the time of that first answer, never 0.
+- `ack_to_materialized_s` (from the database afterwards): from a trade's acceptance (the inbox
+  row's received_at, just before its 202) to the commit of the micro-batch that made it canonical.
+- The feed's own account: ticks acked, and what was refused: the feeder's retries and rejected
+  ticks (from its closing log line) and the platform API's answers to `POST /ingest/ticks` by
+  status (its `mdp_http_requests_total`). A run with refusals says so in `refusals`, next to its
+  figures."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import re
 import statistics
 import subprocess
+import tempfile
 import threading
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from core.config import Settings
 from core.db import Connection, connect
 from mdp.bench.up import running_platform
-from mdp.processes import spawn_mdp, stop
+from mdp.processes import api_server, spawn_mdp, stop
 
 PROBE = "PROBE"  # a symbol of the probes' own, so the feed does not blur what they measure
 PROBES = 60
+VISIBLE_TIMEOUT = 30.0  # seconds a probe may take to show in the reader's /candles
+EVENT_TIMEOUT = 5.0  # seconds a probe's event may take to arrive once it shows in /candles
 
 # Acceptance (the inbox row's received_at, just before the 202) to the commit of the micro-batch
 # that moved the trade into `trades` and its candles into `candles`: one transaction, so one time.
@@ -46,28 +67,89 @@ def bench_freshness(
     """`rate`: ticks/s the synthetic feeder offers meanwhile (4 sources, batches of 50)."""
     with connect(url) as conn:
         conn.execute("INSERT INTO symbols (symbol) VALUES (%s) ON CONFLICT DO NOTHING", (PROBE,))
-    with running_platform(url, feed=False) as platform:
+    with (
+        running_platform(url, feed=False) as platform,
+        tempfile.TemporaryDirectory(prefix="mdp-bench-reader-") as data_dir,
+        tempfile.TemporaryFile() as feeder_log,
+    ):
         user, password = platform.credentials
-        feed = ["feed", "--url", platform.api, "--rate", str(rate), "--sources", "4"]
-        feeder = spawn_mdp(
-            [*feed, "--batch-size", "50", "--duration", str(seconds)],
-            {"INGEST_USERNAME": user, "INGEST_PASSWORD": password},
-            stderr=subprocess.DEVNULL,
+        env = {"DATABASE_URL": url, "MDP_DATA_DIR": data_dir}
+        env |= {"INGEST_USERNAME": user, "INGEST_PASSWORD": password, "MDP_LOG_LEVEL": "INFO"}
+        with api_server(env) as reader:
+            feed = ["feed", "--url", platform.api, "--rate", str(rate), "--sources", "4"]
+            feeder = spawn_mdp(
+                [*feed, "--batch-size", "50", "--duration", str(seconds)],
+                env,
+                stderr=feeder_log,
+            )
+            try:
+                started = time.monotonic()
+                probes = _probe(platform.api, reader, platform.credentials)
+                with contextlib.suppress(subprocess.TimeoutExpired):  # then stopped below
+                    feeder.wait(max(0.0, seconds - (time.monotonic() - started)) + 15)
+            finally:
+                stop(feeder)
+        statuses = ingest_statuses(
+            httpx.get(f"{platform.api}/metrics", headers={"Accept": "text/plain"}).text
         )
-        try:
-            started = time.monotonic()
-            probes = _probe(platform.api, platform.credentials)
-            time.sleep(max(0.0, seconds - (time.monotonic() - started)))
-        finally:
-            stop(feeder)
+        feeder_log.seek(0)
+        fed = feeder_stats(feeder_log.read().decode(errors="replace"))
     with connect(url) as conn:
         lag = ack_to_materialized(conn)
+    refused = {
+        "feeder_retries": None if fed is None else fed["retries"],
+        "feeder_rejected_ticks": None if fed is None else fed["rejected"],
+        "ingest_ticks_not_202": sum(n for status, n in statuses.items() if status != "202"),
+        "probes_refused": probes["probes_refused"],
+    }
     return {
+        "reader": "a second `mdp serve` on the same database: every read went to it, never to"
+        " the API that acked",
         **probes,
         "measured_seconds": seconds,
         "feed_ticks_per_s": rate,
+        "feed_acked_ticks_per_s": None if fed is None else round(fed["ticks"] / seconds, 1),
+        "feeder": fed,
+        "ingest_ticks_statuses": statuses,
+        "refusals": {**refused, "verdict": refusals_verdict(refused)},
         **lag,
     }
+
+
+def feeder_stats(log: str) -> dict[str, int] | None:
+    """The counts of the feeder's closing line (`feeder done: FeedStats(…)`); None when it never
+    wrote one (it was killed)."""
+    found = re.findall(r"feeder done: FeedStats\((.*)\)", log)
+    if not found:
+        return None
+    return {name: int(value) for name, value in re.findall(r"(\w+)=(\d+)", found[-1])}
+
+
+def ingest_statuses(metrics: str) -> dict[str, int]:
+    """Answers to `POST /ingest/ticks` by status, from the API's Prometheus text."""
+    statuses: dict[str, int] = {}
+    for family in text_string_to_metric_families(metrics):
+        for sample in family.samples:
+            labels = sample.labels
+            if (
+                sample.name == "mdp_http_requests_total"
+                and labels.get("route") == "/ingest/ticks"
+                and labels.get("method") == "POST"
+            ):
+                statuses[labels["status"]] = statuses.get(labels["status"], 0) + int(sample.value)
+    return dict(sorted(statuses.items()))
+
+
+def refusals_verdict(refused: dict[str, int | None]) -> str:
+    """What the refusals mean for the figures of the run."""
+    if any(n is None for n in refused.values()):
+        return "unknown: the feeder left no account of its refusals; read the figures with care"
+    if not any(refused.values()):
+        return "none: every tick and probe was accepted at the first attempt"
+    return (
+        "the platform refused work during this run: its figures were measured while ticks were"
+        " turned away or retried, not at the offered rate"
+    )
 
 
 def ack_to_materialized(conn: Connection) -> dict[str, Any]:
@@ -86,21 +168,24 @@ def ack_to_materialized(conn: Connection) -> dict[str, Any]:
 
 
 def _percentiles(seconds: list[float]) -> dict[str, float]:
+    if len(seconds) < 2:
+        return {}
     q = statistics.quantiles(seconds, n=100, method="inclusive")
     return {"p50": round(q[49] * 1000, 1), "p95": round(q[94] * 1000, 1)}
 
 
-def _probe(api: str, credentials: tuple[str, str]) -> dict[str, Any]:
-    """Post PROBES single ticks for PROBE while the feed runs; for each, the time from its 202 to
-    its SSE trade event and to the first /candles answer that counts it (0 when it came first)."""
+def _probe(writer: str, reader: str, credentials: tuple[str, str]) -> dict[str, Any]:
+    """Post PROBES single ticks for PROBE to `writer` while the feed runs; for each, the time from
+    its sending to its 202, to its trade event on `reader`'s /stream and to the first answer of
+    `reader`'s /candles that counts it."""
     arrived: dict[str, float] = {}
     listening = threading.Event()
 
     def listen() -> None:
         query = {"events": "trade", "symbols": PROBE}
         with (
-            contextlib.suppress(httpx.HTTPError),  # the platform stopping ends the stream
-            httpx.stream("GET", f"{api}/stream", params=query, timeout=60) as stream,
+            contextlib.suppress(httpx.HTTPError),  # the reader stopping ends the stream
+            httpx.stream("GET", f"{reader}/stream", params=query, timeout=60) as stream,
         ):
             listening.set()
             for line in stream.iter_lines():
@@ -108,32 +193,55 @@ def _probe(api: str, credentials: tuple[str, str]) -> dict[str, Any]:
                     arrived.setdefault(json.loads(line[5:])["event_id"], time.perf_counter())
 
     threading.Thread(target=listen, daemon=True).start()
-    listening.wait(10)
-    to_event, to_candles = [], []
-    with httpx.Client(base_url=api, timeout=10) as client:
+    if not listening.wait(10):
+        raise RuntimeError(f"the reader's /stream at {reader} did not answer")
+    to_ack, to_event, to_candles = [], [], []
+    refused = never_visible = without_event = accepted = 0
+    with (
+        httpx.Client(base_url=writer, timeout=10, auth=credentials) as posting,
+        httpx.Client(base_url=reader, timeout=10) as reading,
+    ):
         for i in range(PROBES):
             now = datetime.now(UTC)
             tick = {"symbol": PROBE, "price": 100.0 + i, "volume": 1, "ts": now.isoformat(),
                     "source": "PROBE", "event_id": f"probe-{i}"}  # fmt: skip
-            assert client.post("/ingest/tick", json=tick, auth=credentials).status_code == 202
-            acked = time.perf_counter()
+            sent = time.perf_counter()
+            if posting.post("/ingest/tick", json=tick).status_code != 202:
+                refused += 1
+                continue
+            accepted += 1
+            to_ack.append(time.perf_counter() - sent)
             window = {"symbol": PROBE, "start": (now - timedelta(minutes=2)).isoformat()}
-            while (
-                sum(
-                    c["trade_count"]
-                    for c in client.get("/candles", params=window).json()["candles"]
-                )
-                <= i
-            ):
+            deadline = time.perf_counter() + VISIBLE_TIMEOUT
+            while _trades_in(reading, window) < accepted:
+                if time.perf_counter() > deadline:
+                    never_visible += 1
+                    break
                 time.sleep(0.002)
-            to_candles.append(time.perf_counter() - acked)
-            deadline = time.perf_counter() + 5
+            else:
+                to_candles.append(time.perf_counter() - sent)
+            deadline = time.perf_counter() + EVENT_TIMEOUT
             while tick["event_id"] not in arrived and time.perf_counter() < deadline:
                 time.sleep(0.001)
-            to_event.append(max(0.0, arrived.get(str(tick["event_id"]), float("inf")) - acked))
+            if tick["event_id"] in arrived:
+                to_event.append(arrived[str(tick["event_id"])] - sent)
+            else:
+                without_event += 1
             time.sleep(0.05)
     return {
         "probes": PROBES,
-        "ack_to_sse_event_ms": _percentiles(to_event),
-        "ack_to_visible_in_candles_ms": _percentiles(to_candles),
+        "probes_refused": refused,
+        "probes_never_visible": never_visible,
+        "probes_without_sse_event": without_event,
+        "probe_ack_ms": _percentiles(to_ack),
+        "send_to_sse_event_ms": _percentiles(to_event),
+        "send_to_visible_in_candles_ms": _percentiles(to_candles),
     }
+
+
+def _trades_in(client: httpx.Client, window: dict[str, str]) -> int:
+    """The trades the reader's /candles counts in `window` (0 while it answers with an error)."""
+    answer = client.get("/candles", params=window)
+    if answer.status_code != 200:
+        return 0
+    return sum(c["trade_count"] for c in answer.json()["candles"])

@@ -7,7 +7,7 @@ import asyncio
 import resource
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -49,26 +49,27 @@ def allow_open_files(count: int) -> None:
 
 
 class Deliveries:
-    """When each event was acknowledged, and how long after its ack each copy of it arrived at a
-    subscriber (milliseconds; a copy that beat the ack to the load generator counts as 0)."""
+    """When each event was sent, and how long after its sending each copy of it arrived at a
+    subscriber (milliseconds). The send time is noted before the request that carries the event
+    goes out (in an open loop: the time its batch was due to be posted), so every copy that
+    arrives has one and none can count as 0; a copy of an event this load never sent is counted
+    apart (`unsent`), never timed."""
 
     def __init__(self) -> None:
-        self.acked: dict[str, float] = {}
+        self.sent: dict[str, float] = {}
         self.delivery_ms: list[float] = []
-        self._early: list[tuple[str, float]] = []
+        self.unsent = 0
+
+    def sending(self, event_ids: Iterable[str], at: float) -> None:
+        for event_id in event_ids:
+            self.sent[event_id] = at
 
     def arrived(self, event_id: str, now: float) -> None:
-        acked = self.acked.get(event_id)
-        if acked is None:
-            self._early.append((event_id, now))
+        sent = self.sent.get(event_id)
+        if sent is None:
+            self.unsent += 1
         else:
-            self.delivery_ms.append((now - acked) * 1000)
-
-    def settle(self) -> None:
-        """Count the copies that arrived before their ack was seen."""
-        for event_id, at in self._early:
-            self.delivery_ms.append(max(0.0, at - self.acked.get(event_id, at)) * 1000)
-        self._early.clear()
+            self.delivery_ms.append((now - sent) * 1000)
 
 
 def percentiles(values: Sequence[float], *ps: int) -> dict[str, float]:
