@@ -38,6 +38,7 @@ from core.embedded import EmbeddedPostgres
 from core.files import shipped
 from mdp.guard import Guard
 from mdp.processes import free_port
+from pipelines.names import CODE_LOCATION
 
 STOP_GRACE_SECONDS = 8.0
 FIRST_STOPPED = ("feeder", "daemon")
@@ -194,8 +195,8 @@ class Platform:
         code_port = free_port()
         workspace = _workspace(Path(env["DAGSTER_HOME"]), code_port)
         code_server = [
-            "dagster", "api", "grpc", "-m", "pipelines.definitions",
-            "--location-name", "pipelines.definitions", "-h", "127.0.0.1", "-p", str(code_port),
+            "dagster", "api", "grpc", "-m", CODE_LOCATION,
+            "--location-name", CODE_LOCATION, "-h", "127.0.0.1", "-p", str(code_port),
         ]  # fmt: skip
         dagster_port = self.dagster_url.rsplit(":", 1)[1]
         webserver = ["dagster-webserver", "-h", self.host, "-p", dagster_port]
@@ -398,7 +399,7 @@ def _workspace(dagster_home: Path, code_port: int) -> Path:
         "  - grpc_server:\n"
         "      host: 127.0.0.1\n"
         f"      port: {code_port}\n"
-        "      location_name: pipelines.definitions\n",
+        f"      location_name: {CODE_LOCATION}\n",
         encoding="utf-8",
     )
     return workspace

@@ -3,6 +3,9 @@ place. Dagster-free, so the command line can use them without loading the code l
 
 from core.intervals import CANDLE_ASSETS, candle_asset
 
+CODE_LOCATION = "pipelines.definitions"
+"""The code location: its module, and its name in workspace.yaml and in the Dagster UI."""
+
 TRADES = "trades"
 LAKE = "candles_lake"
 ASSETS = [TRADES, *CANDLE_ASSETS, LAKE]

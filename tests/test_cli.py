@@ -20,6 +20,7 @@ import pytest
 
 from core.db import connect, migration_ids
 from mdp.processes import free_port, spawn_mdp, stop, wait_until_live
+from pipelines.names import CODE_LOCATION
 from tests.support import tick, wait_for
 
 WITHOUT_CREDENTIALS = {k: v for k, v in os.environ.items() if not k.startswith(("INGEST_", "MDP_"))}
@@ -405,7 +406,7 @@ def test_the_dagster_ui_shows_trades_fresh_while_idle_and_not_once_the_drains_st
         assert httpx.get(f"{url}/status/ingestion").json()["idle"] is True
 
         selector = {
-            "repositoryLocationName": "pipelines.definitions",
+            "repositoryLocationName": CODE_LOCATION,
             "repositoryName": "__repository__",
             "sensorName": "trade_inbox_sensor",
         }

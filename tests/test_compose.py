@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
+from pipelines.names import CODE_LOCATION
+
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = {
     "postgres", "migrate", "api", "feeder", "dagster-code", "dagster-webserver", "dagster-daemon",
@@ -89,14 +91,14 @@ def test_dagster_services_share_one_code_location_over_grpc(compose: dict[str, A
     services = compose["services"]
     code = services["dagster-code"]["command"]
     port = code[code.index("-p") + 1]
-    assert code[code.index("-m") + 1] == "pipelines.definitions"
+    assert code[code.index("-m") + 1] == CODE_LOCATION
     for name in ("dagster-webserver", "dagster-daemon"):
         command = services[name]["command"]
         workspace = yaml.safe_load((ROOT / command[command.index("-w") + 1]).read_text())
         [location] = workspace["load_from"]
         assert location["grpc_server"]["host"] == "dagster-code"
         assert str(location["grpc_server"]["port"]) == port
-        assert location["grpc_server"]["location_name"] == "pipelines.definitions"
+        assert location["grpc_server"]["location_name"] == CODE_LOCATION
 
 
 def test_prometheus_scrapes_the_api_with_the_shipped_alerts(compose: dict[str, Any]) -> None:

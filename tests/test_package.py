@@ -17,6 +17,7 @@ import pytest
 
 from core.db import create_database, drop_database, migration_ids, with_database
 from mdp.processes import free_port, stop, wait_until_live
+from pipelines.names import CODE_LOCATION
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCATIONS = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }"
@@ -118,9 +119,7 @@ def test_an_installed_platform_runs_from_any_folder(
                 ).json()["data"]["workspaceOrError"]["locationEntries"]
             except (httpx.HTTPError, KeyError, TypeError):
                 entries = []
-            if [(e["name"], e["loadStatus"]) for e in entries] == [
-                ("pipelines.definitions", "LOADED")
-            ]:
+            if [(e["name"], e["loadStatus"]) for e in entries] == [(CODE_LOCATION, "LOADED")]:
                 break
             assert time.monotonic() < deadline, f"the code location did not load: {entries}"
             time.sleep(1)
