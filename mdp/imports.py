@@ -31,6 +31,7 @@ from core.embedded import market_database
 from core.intervals import CANDLE_ASSETS, EPOCH
 from core.ticks import InvalidTicks, MalformedBody, parse_ticks
 from pipelines.candles import lock_candles
+from pipelines.ingestion import open_batch
 from pipelines.names import LAKE
 from pipelines.trade_files import (
     CHUNK_BYTES,
@@ -173,11 +174,8 @@ def import_file(url: str, path: Path, fmt: str, symbol: str | None, register: bo
         progress.end()
         _check_symbols(conn, path, symbols, register)
         lock_candles(conn)  # as promotion does: trades and their candles change under it
-        [(batch_id,)] = conn.execute(
-            "INSERT INTO ingest_batches (started_at, inbox_rows, promoted, duplicates, run_id)"
-            " VALUES (clock_timestamp(), %s, 0, 0, %s) RETURNING batch_id",
-            (result.rows, f"import:{path.name}"),  # the prefix: no beat (platform_snapshot.sql)
-        ).fetchall()
+        # the run id's prefix: an import is no beat (platform_snapshot.sql)
+        batch_id = open_batch(conn, f"import:{path.name}", inbox_rows=result.rows)
         [(below,)] = conn.execute(BELOW_EVERY_SEQ).fetchall()
         stored, days = _store(conn, {"batch_id": batch_id, "below": below})
         conn.execute(

@@ -38,6 +38,16 @@ class IdleLook:
     """A look at the inbox that found nothing to promote; the heartbeat moved."""
 
 
+def open_batch(conn: Connection, run_id: str | None, inbox_rows: int = 0) -> int:
+    """Record a batch as started, in the caller's transaction; its id."""
+    [(batch_id,)] = conn.execute(
+        "INSERT INTO ingest_batches (started_at, inbox_rows, promoted, duplicates, run_id)"
+        " VALUES (clock_timestamp(), %s, 0, 0, %s) RETURNING batch_id",
+        (inbox_rows, run_id),
+    ).fetchall()
+    return int(batch_id)
+
+
 def promote_batch(
     conn: Connection,
     max_rows: int = DEFAULT_MAX_ROWS,
@@ -55,11 +65,7 @@ def promote_batch(
             " ORDER BY seq LIMIT %s) batch",
             (up_to_seq, max_rows),
         ).fetchall()
-        [(batch_id,)] = conn.execute(
-            "INSERT INTO ingest_batches (started_at, inbox_rows, promoted, duplicates, run_id)"
-            " VALUES (clock_timestamp(), 0, 0, 0, %s) RETURNING batch_id",
-            (run_id,),
-        ).fetchall()
+        batch_id = open_batch(conn, run_id)
         params = {
             "up_to_seq": last,
             "batch_id": batch_id,
