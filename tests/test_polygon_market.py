@@ -207,6 +207,7 @@ def market_days(today: date, now: datetime) -> tuple[list[Sent], list[Sent], lis
         trade("MSFT", at(0, 0.7), 30.0, 12),
         trade("MSFT", at(0, 0.7), 31.0, 12),  # the same time: the later accepted is the close
     ]
+    pending.append(replace(pending[-1], seq=next(seq), ts=at(0, 0.8), price=999.0))  # a resend
     return promoted, pending, [aapl[4], pending[-8]]
 
 
