@@ -126,16 +126,16 @@ bars AS (  -- the stored candle and the pending trades of each bucket, merged
                't', (extract(epoch FROM w.bucket_start) * 1000)::int8
            ) AS bar
     FROM wanted w
-    LEFT JOIN candles c ON c.symbol = w.symbol AND c."interval" = w."interval"
-                       AND c.bucket_start = w.bucket_start
+    LEFT JOIN LATERAL (  -- a probe of the primary key, whatever the planner guesses of `wanted`
+        SELECT * FROM candles
+        WHERE symbol = w.symbol AND "interval" = w."interval" AND bucket_start = w.bucket_start
+        LIMIT 1
+    ) c ON true
     LEFT JOIN pending_bars p ON p.symbol = w.symbol AND p.part = w.part
     WHERE c.symbol IS NOT NULL OR p.symbol IS NOT NULL
 ),
 last_trades AS (
-    SELECT DISTINCT ON (symbol) symbol, json_build_object(
-               'i', event_id, 'p', price, 's', volume, 'c', conditions, 'q', seq,
-               't', (extract(epoch FROM ts) * 1000000)::int8 * 1000
-           ) AS trade
+    SELECT DISTINCT ON (symbol) symbol, ts, seq, price, volume, event_id, conditions
     FROM (
         SELECT s.symbol, t.*
         FROM chosen s CROSS JOIN LATERAL (
@@ -149,7 +149,11 @@ last_trades AS (
     ) latest
     ORDER BY symbol, ts DESC, seq DESC
 )
-SELECT s.symbol, d.bar, p.bar, m.bar, l.trade
+SELECT s.symbol, d.bar, p.bar, m.bar,
+       CASE WHEN l.symbol IS NOT NULL THEN json_build_object(
+           'i', l.event_id, 'p', l.price, 's', l.volume, 'c', l.conditions, 'q', l.seq,
+           't', (extract(epoch FROM l.ts) * 1000000)::int8 * 1000
+       ) END
 FROM chosen s
 LEFT JOIN bars d ON d.symbol = s.symbol AND d.part = 'day'
 LEFT JOIN bars p ON p.symbol = s.symbol AND p.part = 'prev'
