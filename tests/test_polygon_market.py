@@ -10,7 +10,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -47,9 +47,12 @@ class Sent:
     cancelled: bool = False
 
     def tick(self) -> dict[str, Any]:
-        fields = {"symbol": self.symbol, "ts": self.ts.isoformat(), "price": self.price,
-                  "volume": self.volume, "event_id": self.event_id}  # fmt: skip
-        return tick(**fields, **({"conditions": self.conditions} if self.conditions else {}))
+        fields: dict[str, Any] = {"symbol": self.symbol, "ts": self.ts.isoformat(),
+                                  "price": self.price, "volume": self.volume,
+                                  "event_id": self.event_id}  # fmt: skip
+        if self.conditions:
+            fields["conditions"] = self.conditions
+        return tick(**fields)
 
     def counts(self) -> bool:
         return not self.cancelled and any(rules(self.conditions))
@@ -88,7 +91,7 @@ def first_versions(sent: list[Sent]) -> list[Sent]:
     return list(first.values())
 
 
-def by_day(sent: list[Sent], zone: ZoneInfo = UTC) -> dict[tuple[str, date], list[Sent]]:
+def by_day(sent: list[Sent], zone: tzinfo = UTC) -> dict[tuple[str, date], list[Sent]]:
     days: dict[tuple[str, date], list[Sent]] = defaultdict(list)
     for t in first_versions(sent):
         days[(t.symbol, market_date(t.ts, zone))].append(t)
@@ -103,7 +106,7 @@ def same_bar(got: Any, want: Bar | None) -> bool:
     return (
         prices == want[:4]
         and math.isclose(got.volume, want[4], rel_tol=1e-12)
-        and (got.vwap == want[5] or math.isclose(got.vwap, want[5], rel_tol=1e-9))
+        and (got.vwap == want[5] or math.isclose(got.vwap, want[5] or 0, rel_tol=1e-9))
     )
 
 
@@ -274,9 +277,9 @@ def test_the_daily_open_close_of_a_utc_market_has_no_extended_hours(
             assert (got.open, got.high, got.low, got.close) == want[:4]
             assert math.isclose(got.volume, want[4], rel_tol=1e-12)
             assert (got.pre_market, got.after_hours) == (None, None)
-    for symbol, day in (("AAPL", "2001-01-01"), ("NOPE", market.today.isoformat())):
+    for symbol, missing in (("AAPL", "2001-01-01"), ("NOPE", market.today.isoformat())):
         with pytest.raises(BadResponse, match="NOT_FOUND"):
-            massive.get_daily_open_close_agg(symbol, day)
+            massive.get_daily_open_close_agg(symbol, missing)
 
 
 def last_trade(sent: list[Sent], symbol: str) -> Sent | None:
@@ -294,16 +297,17 @@ def expected_snapshot(market: Market, symbol: str) -> dict[str, Any]:
     for t in days.get((symbol, market.today), []):
         if t.counts():
             minutes[t.ts.replace(second=0, microsecond=0)].append(t)
-    change = None
+    change = percent = None
     if today and previous and today[3] is not None and previous[3]:
         change = today[3] - previous[3]
+        percent = 100 * change / previous[3]
     return {
         "day": today,
         "prev": previous,
         "min": (max(minutes), bar(minutes[max(minutes)])) if minutes else None,
         "last": last_trade(market.sent, symbol),
         "change": change,
-        "percent": None if change is None or previous is None else 100 * change / previous[3],
+        "percent": percent,
     }
 
 

@@ -3,7 +3,7 @@ daily), a ticker's previous day, one day's open and close, and snapshots (day, p
 latest minute, last trade, change, gainers and losers), so the official `massive` client's
 `get_grouped_daily_aggs`, `get_previous_close_agg`, `get_daily_open_close_agg` and `get_snapshot_*`
 work unchanged. Days are the market's (MARKET_TIMEZONE, docs/design.md §5) and every figure is
-live: stored candles merged with the trades accepted moments ago."""
+live: stored candles merged with the trades accepted moments ago (docs/design.md §11)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,9 @@ NEW_YORK = ("America/New_York", "US/Eastern")
 """Zones whose market day is a US trading day: pre-market and after-hours prices have a meaning."""
 REGULAR_OPEN, REGULAR_CLOSE, AFTER_HOURS_END = time(9, 30), time(16), time(20)
 
-MarketDate = Annotated[date, Path(examples=["2026-11-20"], description="A market day, YYYY-MM-DD")]
+MarketDate = Annotated[
+    date, Path(alias="date", examples=["2026-11-20"], description="A market day, YYYY-MM-DD")
+]
 IncludeOtc = Annotated[
     bool, Query(description="Accepted for compatibility: no OTC securities are listed here.")
 ]
@@ -207,7 +209,7 @@ def _day_bars(symbol_bars: list[tuple[str, dict[str, Any]]], adjusted: bool) -> 
 
 
 @router.get(
-    "/v2/aggs/grouped/locale/us/market/stocks/{day}",
+    "/v2/aggs/grouped/locale/us/market/stocks/{date}",
     response_model=GroupedDaily,
     response_model_exclude_none=True,
 )
@@ -251,7 +253,7 @@ def _sessions(day: date, zone: tzinfo) -> dict[str, datetime]:
 
 
 @router.get(
-    "/v1/open-close/{ticker}/{day}",
+    "/v1/open-close/{ticker}/{date}",
     response_model=DailyOpenClose,
     response_model_exclude_none=True,
     responses=NOT_FOUND,
