@@ -395,7 +395,7 @@ def test_refusals_come_in_polygons_error_shape(api_url: str) -> None:
                  "/v1/open-close/AAPL/2026-13-01",
                  "/v2/snapshot/locale/us/markets/stocks/sideways"):  # fmt: skip
         answer = httpx.get(f"{api_url}{path}")
-        assert answer.status_code == 422, path
+        assert answer.status_code == 400, path
         body = answer.json()
         assert body["status"] == "ERROR" and body["error"] and body["request_id"], body
 

@@ -18,12 +18,12 @@ from core.db import query
 from core.intervals import day_window, market_date
 from serving.auth import ReadAuth
 from serving.deps import AppSettings, PathSymbol, Pool
-from serving.polygon_errors import NOT_FOUND, PolygonRoute, not_found, polygon_refusals, request_id
+from serving.polygon_compat import PolygonRoute, polygon_refusals, request_id
 
 router = APIRouter(
     tags=["polygon compatible"],
     dependencies=[ReadAuth],
-    responses=polygon_refusals(401, 422, 503),
+    responses=polygon_refusals(401),
     route_class=PolygonRoute,
 )
 
@@ -186,7 +186,7 @@ def _day(day: date, zone: tzinfo) -> tuple[datetime, datetime]:
         return day_window(day, zone)
     except OverflowError:
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, f"{day} is out of range in {zone}"
+            status.HTTP_400_BAD_REQUEST, f"{day} is out of range in {zone}"
         ) from None
 
 
@@ -212,6 +212,7 @@ def _day_bars(symbol_bars: list[tuple[str, dict[str, Any]]], adjusted: bool) -> 
     "/v2/aggs/grouped/locale/us/market/stocks/{date}",
     response_model=GroupedDaily,
     response_model_exclude_none=True,
+    responses=polygon_refusals(400),
 )
 async def grouped_daily(
     pool: Pool,
@@ -230,6 +231,7 @@ async def grouped_daily(
     "/v2/aggs/ticker/{ticker}/prev",
     response_model=PreviousClose,
     response_model_exclude_none=True,
+    responses=polygon_refusals(400),
 )
 async def previous_close(
     pool: Pool, settings: AppSettings, ticker: PathSymbol, adjusted: bool = True
@@ -256,7 +258,7 @@ def _sessions(day: date, zone: tzinfo) -> dict[str, datetime]:
     "/v1/open-close/{ticker}/{date}",
     response_model=DailyOpenClose,
     response_model_exclude_none=True,
-    responses=NOT_FOUND,
+    responses=polygon_refusals(400, 404),
 )
 async def daily_open_close(
     pool: Pool, settings: AppSettings, ticker: PathSymbol, day: MarketDate, adjusted: bool = True
@@ -267,7 +269,7 @@ async def daily_open_close(
     rows = await _market_rows(pool, [ticker], _day(day, zone), "day")
     bar = rows[0][1] if rows else None
     if bar is None:
-        return not_found()
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "Data not found.")
     body: dict[str, Any] = {
         "status": "OK",
         "from": day.isoformat(),
@@ -318,6 +320,7 @@ async def _snapshots(pool: Pool, zone: tzinfo, symbols: list[str] | None) -> lis
     "/v2/snapshot/locale/us/markets/stocks/tickers",
     response_model=Snapshots,
     response_model_exclude_none=True,
+    responses=polygon_refusals(400),
 )
 async def snapshot_all(
     pool: Pool,
@@ -343,13 +346,13 @@ async def snapshot_all(
     "/v2/snapshot/locale/us/markets/stocks/tickers/{ticker}",
     response_model=OneSnapshot,
     response_model_exclude_none=True,
-    responses=NOT_FOUND,
+    responses=polygon_refusals(404),
 )
 async def snapshot_ticker(pool: Pool, settings: AppSettings, ticker: PathSymbol) -> Response:
     """One ticker's snapshot; 404 (`NOT_FOUND`) for a ticker unknown or never traded."""
     found = await _snapshots(pool, settings.market_zone, [ticker])
     if not found:
-        return not_found("Ticker not found.")
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "Ticker not found.")
     return _json({"status": "OK", "request_id": request_id(), "ticker": found[0]})
 
 
@@ -357,6 +360,7 @@ async def snapshot_ticker(pool: Pool, settings: AppSettings, ticker: PathSymbol)
     "/v2/snapshot/locale/us/markets/stocks/{direction}",
     response_model=Movers,
     response_model_exclude_none=True,
+    responses=polygon_refusals(400),
 )
 async def snapshot_movers(
     pool: Pool,
