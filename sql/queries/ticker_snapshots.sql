@@ -1,28 +1,47 @@
 -- What the market's day looks like for each chosen symbol (all registered ones when %(symbols)s is
 -- null), from the stored candles merged with the trades still pending in the inbox, as
--- `live_candles` merges them (docs/design.md §5): one row per symbol with, as JSON in Polygon's
--- field names (null when there is none),
+-- `live_candles` merges them (docs/design.md §5, §11): one row per symbol with, as JSON in
+-- Polygon's field names (null when there is none),
 --   day:  the bar of the market day [%(day_start)s, %(day_end)s)                 (when %(day)s)
 --   prev: the bar of the latest market day before it that has one              (when %(prev)s)
 --   min:  the latest minute bar of that day                                     (when %(minute)s)
 --   last: the latest trade, whatever its conditions, cancelled ones left out    (when %(last)s)
 -- A part not asked for costs nothing (its filter is false once per statement). Everything is
--- read for all the chosen symbols at once: candles by their primary key, one probe per symbol
--- and part, the inbox by one range scan of its BRIN index on `ts`, so 2,000 symbols cost one
--- statement, not 2,000.
+-- read for all the chosen symbols at once: each stored candle by one probe of the primary key,
+-- the inbox by one range scan of its BRIN index on `ts`, so 2,000 symbols cost one statement,
+-- not 2,000.
 WITH zone AS MATERIALIZED (SELECT timezone AS zone FROM market_settings),
 chosen AS MATERIALIZED (
     SELECT symbol FROM symbols
     WHERE %(symbols)s::text[] IS NULL OR symbol = ANY(%(symbols)s::text[])
 ),
-stored_prev AS MATERIALIZED (  -- each symbol's latest stored day before the asked one
-    SELECT s.symbol, c.bucket_start
+-- Each symbol's stored candles that may be asked for: the asked day, the latest day before it,
+-- the latest minute of the asked day (whole rows, so none is read twice).
+stored AS MATERIALIZED (
+    SELECT s.symbol, 'day' AS part, c.candle
     FROM chosen s CROSS JOIN LATERAL (
-        SELECT bucket_start FROM candles
-        WHERE symbol = s.symbol AND "interval" = '1d' AND bucket_start < %(day_start)s
-        ORDER BY bucket_start DESC LIMIT 1
+        SELECT c AS candle FROM candles c
+        WHERE c.symbol = s.symbol AND c."interval" = '1d' AND c.bucket_start = %(day_start)s
+        LIMIT 1  -- a probe per symbol: without it the planner may read every candle instead
+    ) c
+    WHERE %(day)s
+    UNION ALL
+    SELECT s.symbol, 'prev', c.candle
+    FROM chosen s CROSS JOIN LATERAL (
+        SELECT c AS candle FROM candles c
+        WHERE c.symbol = s.symbol AND c."interval" = '1d' AND c.bucket_start < %(day_start)s
+        ORDER BY c.bucket_start DESC LIMIT 1
     ) c
     WHERE %(prev)s
+    UNION ALL
+    SELECT s.symbol, 'min', c.candle
+    FROM chosen s CROSS JOIN LATERAL (
+        SELECT c AS candle FROM candles c
+        WHERE c.symbol = s.symbol AND c."interval" = '1m'
+          AND c.bucket_start >= %(day_start)s AND c.bucket_start < %(day_end)s
+        ORDER BY c.bucket_start DESC LIMIT 1
+    ) c
+    WHERE %(minute)s
 ),
 -- The inbox range read: the asked day; from the earliest stored previous day when the previous
 -- day is asked (a pending trade before a symbol's stored previous day cannot make a later day,
@@ -30,13 +49,14 @@ stored_prev AS MATERIALIZED (  -- each symbol's latest stored day before the ask
 -- the end when the latest trade is asked.
 bounds AS (
     SELECT CASE WHEN NOT %(prev)s THEN %(day_start)s::timestamptz
-                WHEN (SELECT count(*) FROM stored_prev) < (SELECT count(*) FROM chosen)
-                    THEN '-infinity'::timestamptz
-                ELSE least((SELECT min(bucket_start) FROM stored_prev), %(day_start)s) END AS since,
+                WHEN (SELECT count(*) FROM stored WHERE part = 'prev')
+                     < (SELECT count(*) FROM chosen) THEN '-infinity'::timestamptz
+                ELSE least((SELECT min((candle).bucket_start) FROM stored WHERE part = 'prev'),
+                           %(day_start)s) END AS since,
            CASE WHEN %(last)s THEN 'infinity'::timestamptz
                 ELSE %(day_end)s::timestamptz END AS until
 ),
-pending AS MATERIALIZED (  -- accepted, not promoted, not cancelled: each trade's first version
+pending AS MATERIALIZED (  -- accepted, not promoted, not cancelled: each trade's first copy (§6)
     SELECT i.symbol, i.ts, i.seq, i.price, i.volume, i.event_id, i.conditions,
            i.updates_high_low, i.updates_open_close, i.updates_volume,
            i.updates_high_low OR i.updates_open_close OR i.updates_volume AS counts
@@ -48,50 +68,39 @@ pending AS MATERIALIZED (  -- accepted, not promoted, not cancelled: each trade'
       AND NOT EXISTS (SELECT FROM trade_inbox j
                       WHERE j.event_id = i.event_id AND j.source = i.source AND j.seq < i.seq)
 ),
-stored_minute AS (  -- each symbol's latest stored minute of the asked day
-    SELECT s.symbol, c.bucket_start
-    FROM chosen s CROSS JOIN LATERAL (
-        SELECT bucket_start FROM candles
-        WHERE symbol = s.symbol AND "interval" = '1m'
-          AND bucket_start >= %(day_start)s AND bucket_start < %(day_end)s
-        ORDER BY bucket_start DESC LIMIT 1
-    ) c
-    WHERE %(minute)s
-),
--- The buckets asked for: a symbol's previous day and latest minute are the later of the stored
--- one and the one its pending trades make (greatest leaves NULLs out).
+-- The buckets asked for, with their stored candle if any: a symbol's previous day and latest
+-- minute are the later of the stored one and the one its pending trades make (greatest leaves
+-- NULLs out); a bucket later than the stored one has no stored candle.
 wanted AS (
-    SELECT symbol, 'day' AS part, '1d' AS "interval",
-           %(day_start)s::timestamptz AS bucket_start, %(day_end)s::timestamptz AS bucket_end
-    FROM chosen
+    SELECT s.symbol, 'day' AS part, %(day_start)s::timestamptz AS bucket_start,
+           %(day_end)s::timestamptz AS bucket_end, d.candle
+    FROM chosen s LEFT JOIN stored d ON d.symbol = s.symbol AND d.part = 'day'
     WHERE %(day)s
     UNION ALL
-    SELECT d.symbol, 'prev', '1d', d.start,
-           ((d.start AT TIME ZONE z.zone) + interval '1 day') AT TIME ZONE z.zone
-    FROM zone z, (
-        SELECT s.symbol, greatest(sp.bucket_start, pp.start) AS start
+    SELECT symbol, part, start,
+           CASE part WHEN 'min' THEN start + interval '1 minute'
+                     ELSE ((start AT TIME ZONE zone) + interval '1 day') AT TIME ZONE zone END,
+           CASE WHEN (candle).bucket_start = start THEN candle END
+    FROM zone, (
+        SELECT s.symbol, k.part, st.candle,
+               greatest((st.candle).bucket_start, pb.start) AS start
         FROM chosen s
-        LEFT JOIN stored_prev sp USING (symbol)
-        LEFT JOIN (SELECT p.symbol, max(date_trunc('day', p.ts, z.zone)) AS start
-                   FROM pending p, zone z
-                   WHERE p.counts AND p.ts < %(day_start)s
-                   GROUP BY p.symbol) pp USING (symbol)
-        WHERE %(prev)s
-    ) d
-    WHERE d.start IS NOT NULL
-    UNION ALL
-    SELECT m.symbol, 'min', '1m', m.start, m.start + interval '1 minute'
-    FROM (
-        SELECT s.symbol, greatest(sm.bucket_start, pm.start) AS start
-        FROM chosen s
-        LEFT JOIN stored_minute sm USING (symbol)
-        LEFT JOIN (SELECT symbol, max(date_bin('1 minute', ts, 'epoch')) AS start
-                   FROM pending
-                   WHERE counts AND ts >= %(day_start)s AND ts < %(day_end)s
-                   GROUP BY symbol) pm USING (symbol)
-        WHERE %(minute)s
-    ) m
-    WHERE m.start IS NOT NULL
+        CROSS JOIN (VALUES ('prev'), ('min')) k (part)
+        LEFT JOIN stored st ON st.symbol = s.symbol AND st.part = k.part
+        LEFT JOIN (
+            SELECT p.symbol, 'prev' AS part, max(date_trunc('day', p.ts, z.zone)) AS start
+            FROM pending p, zone z
+            WHERE %(prev)s AND p.counts AND p.ts < %(day_start)s
+            GROUP BY p.symbol
+            UNION ALL
+            SELECT symbol, 'min', max(date_bin('1 minute', ts, 'epoch'))
+            FROM pending
+            WHERE %(minute)s AND counts AND ts >= %(day_start)s AND ts < %(day_end)s
+            GROUP BY symbol
+        ) pb ON pb.symbol = s.symbol AND pb.part = k.part
+        WHERE (k.part = 'prev' AND %(prev)s) OR (k.part = 'min' AND %(minute)s)
+    ) latest
+    WHERE start IS NOT NULL
 ),
 pending_bars AS (
     SELECT w.symbol, w.part,
@@ -113,26 +122,21 @@ pending_bars AS (
 ),
 bars AS (  -- the stored candle and the pending trades of each bucket, merged
     SELECT w.symbol, w.part, json_build_object(
-               'o', CASE WHEN c.open_at IS NULL OR p.open_at < c.open_at
-                         THEN coalesce(p.open, c.open) ELSE c.open END,
-               'h', greatest(c.high, p.high),
-               'l', least(c.low, p.low),
-               'c', CASE WHEN c.close_at IS NULL OR p.close_at >= c.close_at
-                         THEN coalesce(p.close, c.close) ELSE c.close END,
-               'v', coalesce(c.volume, 0) + coalesce(p.volume, 0),
-               'vw', (coalesce(c.vwap * c.volume, 0) + coalesce(p.notional, 0))
-                     / nullif(coalesce(c.volume, 0) + coalesce(p.volume, 0), 0),
-               'n', coalesce(c.trade_count, 0) + coalesce(p.trade_count, 0),
+               'o', CASE WHEN (w.candle).open_at IS NULL OR p.open_at < (w.candle).open_at
+                         THEN coalesce(p.open, (w.candle).open) ELSE (w.candle).open END,
+               'h', greatest((w.candle).high, p.high),
+               'l', least((w.candle).low, p.low),
+               'c', CASE WHEN (w.candle).close_at IS NULL OR p.close_at >= (w.candle).close_at
+                         THEN coalesce(p.close, (w.candle).close) ELSE (w.candle).close END,
+               'v', coalesce((w.candle).volume, 0) + coalesce(p.volume, 0),
+               'vw', (coalesce((w.candle).vwap * (w.candle).volume, 0) + coalesce(p.notional, 0))
+                     / nullif(coalesce((w.candle).volume, 0) + coalesce(p.volume, 0), 0),
+               'n', coalesce((w.candle).trade_count, 0) + coalesce(p.trade_count, 0),
                't', (extract(epoch FROM w.bucket_start) * 1000)::int8
            ) AS bar
     FROM wanted w
-    LEFT JOIN LATERAL (  -- a probe of the primary key, whatever the planner guesses of `wanted`
-        SELECT * FROM candles
-        WHERE symbol = w.symbol AND "interval" = w."interval" AND bucket_start = w.bucket_start
-        LIMIT 1
-    ) c ON true
     LEFT JOIN pending_bars p ON p.symbol = w.symbol AND p.part = w.part
-    WHERE c.symbol IS NOT NULL OR p.symbol IS NOT NULL
+    WHERE (w.candle).symbol IS NOT NULL OR p.symbol IS NOT NULL
 ),
 last_trades AS (
     SELECT DISTINCT ON (symbol) symbol, ts, seq, price, volume, event_id, conditions
