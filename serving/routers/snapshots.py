@@ -369,12 +369,20 @@ async def snapshot_movers(
     include_otc: IncludeOtc = False,
 ) -> Response:
     """The 20 tickers up (gainers) or down (losers) the most since the previous close, in
-    percent, among those with at least 10,000 shares traded today."""
-    sign = 1 if direction == "gainers" else -1
-    movers = [
-        s
-        for s in await _snapshots(pool, settings.market_zone, None)
-        if s.get("todaysChangePerc", 0) * sign > 0 and s["day"]["v"] >= MOVERS_MIN_VOLUME
-    ]
-    movers.sort(key=lambda s: (-sign * s["todaysChangePerc"], s["ticker"]))
-    return _json({"status": "OK", "request_id": request_id(), "tickers": movers[:MOVERS]})
+    percent, among those with at least 10,000 shares traded today. They are ranked on their day
+    and previous day alone; only those listed are read whole."""
+    zone, sign = settings.market_zone, 1 if direction == "gainers" else -1
+
+    def rank(snapshot: dict[str, Any]) -> tuple[float, str]:
+        return -sign * snapshot["todaysChangePerc"], snapshot["ticker"]
+
+    days = [_snapshot(row) for row in await _market_rows(pool, None, _today(zone), "day", "prev")]
+    movers = sorted(
+        (s for s in days
+         if s.get("todaysChangePerc", 0) * sign > 0 and s["day"]["v"] >= MOVERS_MIN_VOLUME),
+        key=rank,
+    )[:MOVERS]  # fmt: skip
+    listed = await _snapshots(pool, zone, [s["ticker"] for s in movers]) if movers else []
+    # Trades accepted between the two reads may have moved a ticker: its latest figures decide.
+    listed.sort(key=lambda s: rank(s) if "todaysChangePerc" in s else (0.0, s["ticker"]))
+    return _json({"status": "OK", "request_id": request_id(), "tickers": listed})
