@@ -33,6 +33,7 @@ from serving.routers import (
     ops,
     polygon,
     reference,
+    snapshots,
     stocks,
     stream,
     trades,
@@ -121,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(polygon.router)
     app.include_router(trades.router)
     app.include_router(reference.router)
+    app.include_router(snapshots.router)
     app.include_router(stocks.router)
     app.include_router(stream.router)
     app.include_router(ops.router)
