@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from datetime import date, tzinfo
+from datetime import date, timedelta, tzinfo
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import duckdb
 import polars as pl
@@ -23,6 +23,20 @@ from pipelines.candles import read_arrow
 
 DATABASE_FILE = "lake.duckdb"
 LAKE_LOCK = 0x6C616B65  # "lake": pg_advisory_lock(LAKE_LOCK, day) lets one export of a day run
+FRESHNESS_WINDOW = timedelta(minutes=10)
+"""A change to a day reaches the lake within this (the sensor looks every 30 s)."""
+
+# The lake holds the day as of `changes` (read before the day's rows); a change committed since
+# leaves it stale, since no earlier than that read.
+RECORD_EXPORT = """
+INSERT INTO lake_exports AS l (day, exported, exported_at)
+VALUES (%(day)s, %(changes)s, clock_timestamp())
+ON CONFLICT (day) DO UPDATE
+SET exported = greatest(l.exported, excluded.exported),
+    exported_at = excluded.exported_at,
+    stale_since = CASE WHEN l.changes > greatest(l.exported, excluded.exported)
+                       THEN greatest(l.stale_since, %(read_at)s) END
+"""
 
 
 @dataclass(frozen=True)
@@ -60,17 +74,13 @@ def export_day(url: str, lake: Path, day: date) -> ExportedDay:
         zone = market_zone(conn)
         conn.execute("SELECT pg_advisory_lock(%s, %s)", (LAKE_LOCK, day.toordinal()))
         try:
-            [(changes,)] = conn.execute(
-                "SELECT coalesce((SELECT changes FROM lake_exports WHERE day = %s), 0)", (day,)
+            [(changes, read_at)] = conn.execute(
+                "SELECT coalesce((SELECT changes FROM lake_exports WHERE day = %s), 0),"
+                " clock_timestamp()",
+                (day,),
             ).fetchall()
             exported = _copy_day(url, lake, day, zone)
-            conn.execute(
-                "INSERT INTO lake_exports AS l (day, exported, exported_at)"
-                " VALUES (%s, %s, clock_timestamp()) ON CONFLICT (day) DO UPDATE"
-                " SET exported = greatest(l.exported, excluded.exported),"
-                " exported_at = excluded.exported_at",
-                (day, changes),
-            )
+            conn.execute(RECORD_EXPORT, {"day": day, "changes": changes, "read_at": read_at})
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LAKE_LOCK, day.toordinal()))
     return exported
@@ -192,6 +202,38 @@ def differences(expected: Totals, found: Totals) -> dict[str, tuple[float, float
         for key in sorted(expected.keys() | found.keys())
         if not math.isclose(expected.get(key, 0.0), found.get(key, 0.0), rel_tol=1e-9, abs_tol=1e-6)
     }
+
+
+@dataclass(frozen=True)
+class DayCheck:
+    day: date
+    state: Literal["current", "on_its_way", "overdue"]
+    differences: dict[str, tuple[float, float]]  # of a current day: (database, lake)
+
+
+def check_day(url: str, lake: Path, day: date) -> DayCheck:
+    """The lake's day against PostgreSQL's. A day changed since its export is on its way (the
+    lake is behind, as designed) or, stale for longer than FRESHNESS_WINDOW, overdue; a day the
+    lake holds as of its last change is compared, unless a change commits meanwhile."""
+    before = _export_state(url, day)
+    if before[1]:
+        return DayCheck(day, "overdue" if before[2] else "on_its_way", {})
+    found = differences(database_totals(url, day), lake_totals(lake, day))
+    if _export_state(url, day) != before:
+        return DayCheck(day, "on_its_way", {})
+    return DayCheck(day, "current", found)
+
+
+def _export_state(url: str, day: date) -> tuple[int, bool, bool]:
+    """The day's change count, whether the lake is behind it, and whether for too long."""
+    with connect(url) as conn:
+        row = conn.execute(
+            "SELECT changes, changes > coalesce(exported, -1),"
+            " coalesce(stale_since < clock_timestamp() - %s, false)"
+            " FROM lake_exports WHERE day = %s",
+            (FRESHNESS_WINDOW, day),
+        ).fetchone()
+    return row or (0, False, False)
 
 
 def define_views(conn: duckdb.DuckDBPyConnection, lake: Path) -> None:

@@ -7,7 +7,8 @@ CREATE TABLE lake_exports (
     day         date PRIMARY KEY,      -- the market's day (market_settings.timezone)
     changes     int8 NOT NULL DEFAULT 0,
     exported    int8,                  -- `changes` as the last export read it; NULL: never exported
-    exported_at timestamptz
+    exported_at timestamptz,
+    stale_since timestamptz            -- the first change the lake does not hold yet; NULL: none
 );
 
 -- Every candle writer logs what it changed in candle_updates under the candles lock: a micro-batch
@@ -18,14 +19,16 @@ CREATE FUNCTION lake_days_changed_by_candles() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     IF EXISTS (SELECT FROM logged WHERE bucket_start = '-infinity') THEN
-        UPDATE lake_exports SET changes = changes + 1;
+        UPDATE lake_exports SET changes = changes + 1, stale_since = coalesce(stale_since, now());
     END IF;
-    INSERT INTO lake_exports AS l (day, changes)
-    SELECT DISTINCT (bucket_start AT TIME ZONE (SELECT timezone FROM market_settings))::date, 1
+    INSERT INTO lake_exports AS l (day, changes, stale_since)
+    SELECT DISTINCT (bucket_start AT TIME ZONE (SELECT timezone FROM market_settings))::date, 1,
+           now()
     FROM logged
     WHERE isfinite(bucket_start) AND ("interval" = '1m' OR whole_day)
     ORDER BY 1
-    ON CONFLICT (day) DO UPDATE SET changes = l.changes + 1;
+    ON CONFLICT (day) DO UPDATE
+    SET changes = l.changes + 1, stale_since = coalesce(l.stale_since, now());
     RETURN NULL;
 END
 $$;
@@ -47,17 +50,18 @@ BEGIN
         FROM new_batches, market_settings z
         WHERE min_ts IS NOT NULL
     )
-    UPDATE lake_exports l SET changes = l.changes + 1
+    UPDATE lake_exports l SET changes = l.changes + 1, stale_since = coalesce(l.stale_since, now())
     FROM (SELECT min(first_day) AS first_day, max(last_day) AS last_day FROM spans) s
     WHERE l.day > s.first_day AND l.day < s.last_day;
-    INSERT INTO lake_exports AS l (day, changes)
-    SELECT DISTINCT d, 1
+    INSERT INTO lake_exports AS l (day, changes, stale_since)
+    SELECT DISTINCT d, 1, now()
     FROM new_batches, market_settings z,
          LATERAL (VALUES ((min_ts AT TIME ZONE z.timezone)::date),
                          ((max_ts AT TIME ZONE z.timezone)::date)) AS ends(d)
     WHERE min_ts IS NOT NULL
     ORDER BY 1
-    ON CONFLICT (day) DO UPDATE SET changes = l.changes + 1;
+    ON CONFLICT (day) DO UPDATE
+    SET changes = l.changes + 1, stale_since = coalesce(l.stale_since, now());
     RETURN NULL;
 END
 $$;
