@@ -428,7 +428,7 @@ def test_the_sensor_follows_backfills_leaves_today_to_its_schedule_and_asks_once
     assert request.tags == {"lake": "follows", **days_tags(*DAYS)}
     # Asked for and not yet run: the next tick does not ask again.
     instance.add_run(dg.DagsterRun(
-        job_name="candles_lake_job", status=dg.DagsterRunStatus.QUEUED, tags=request.tags
+        job_name="candles_lake_job", status=dg.DagsterRunStatus.NOT_STARTED, tags=request.tags
     ))  # fmt: skip
     assert sensor_tick(instance, database_url) == []
 
