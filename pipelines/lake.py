@@ -24,7 +24,11 @@ from pipelines.candles import read_arrow
 DATABASE_FILE = "lake.duckdb"
 LAKE_LOCK = 0x6C616B65  # "lake": pg_advisory_lock(LAKE_LOCK, day) lets one export of a day run
 FRESHNESS_WINDOW = timedelta(minutes=10)
-"""A change to a day reaches the lake within this (the sensor looks every 30 s)."""
+"""A change to a day reaches the lake within this."""
+REEXPORT_GAP = timedelta(minutes=2)
+"""A day is exported again at most this often: a replay of a past day, or a feed that is all
+late, costs an export of the day every two minutes, not one per sensor tick. A late trade after a
+quiet spell is exported at the next tick (30 s); within a stream, in REEXPORT_GAP plus a tick."""
 
 # The lake holds the day as of `changes` (read before the day's rows); a change committed since
 # leaves it stale, since no earlier than that read.
@@ -115,12 +119,13 @@ def _copy_day(url: str, lake: Path, day: date, zone: tzinfo) -> ExportedDay:
 
 def stale_days(url: str, before: date) -> list[date]:
     """The days before `before` that PostgreSQL changed since the lake last exported them (or
-    that it changed and the lake never held), oldest first."""
+    that it changed and the lake never held), oldest first; a day exported less than
+    REEXPORT_GAP ago waits for it to pass."""
     with connect(url) as conn:
         rows = conn.execute(
-            "SELECT day FROM lake_exports"
-            " WHERE day < %s AND changes > coalesce(exported, -1) ORDER BY day",
-            (before,),
+            "SELECT day FROM lake_exports WHERE day < %s AND changes > coalesce(exported, -1)"
+            " AND (exported_at IS NULL OR exported_at < clock_timestamp() - %s) ORDER BY day",
+            (before, REEXPORT_GAP),
         ).fetchall()
     return [day for (day,) in rows]
 

@@ -18,13 +18,13 @@ import duckdb
 import httpx
 import pytest
 
-from core.db import Connection
+from core.db import Connection, connect
 from core.intervals import INTERVALS, market_date
 from pipelines.candles import recompute_day
 from pipelines.defs.lake import candles_lake
 from pipelines.defs.resources import MarketDatabase
 from pipelines.ingestion import drain_inbox
-from pipelines.lake import DATABASE_FILE, define_views, export_day
+from pipelines.lake import DATABASE_FILE, REEXPORT_GAP, define_views, export_day
 from tests.support import send, tick
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -237,10 +237,16 @@ def run_lake_job(instance: dg.DagsterInstance, tags: dict[str, str]) -> dg.Execu
     return result
 
 
-def sensor_tick(instance: dg.DagsterInstance, database_url: str) -> list[dg.RunRequest]:
-    """One evaluation of `candles_lake_sensor`; the runs it asks for."""
+def sensor_tick(
+    instance: dg.DagsterInstance, database_url: str, gap_passed: bool = True
+) -> list[dg.RunRequest]:
+    """One evaluation of `candles_lake_sensor`, after REEXPORT_GAP has passed since every export
+    (their times are moved back by it) unless `gap_passed` is false; the runs it asks for."""
     from pipelines.defs.lake import candles_lake_sensor
 
+    if gap_passed:
+        with connect(database_url, autocommit=True) as conn:
+            conn.execute("UPDATE lake_exports SET exported_at = exported_at - %s", (REEXPORT_GAP,))
     resources = {"market_db": MarketDatabase(url=database_url)}
     found = candles_lake_sensor(dg.build_sensor_context(instance=instance, resources=resources))
     if isinstance(found, dg.SkipReason):
@@ -307,12 +313,12 @@ def test_a_late_trade_for_an_exported_day_reaches_the_lake(
 ) -> None:  # fmt: skip
     run_lake_job(instance, days_tags(*DAYS))
     assert lake_equals_database(db, lake)
-    assert sensor_tick(instance, database_url) == []  # nothing changed since
 
     # A new high for the first day, an hour after its last trade was exported.
     send(client, [tick(1000, symbol="AAPL", ts=f"{DAYS[0]}T12:00:30Z", price=999.0)])
     drain_inbox(db)
     assert lake_day_count(lake, DAYS[0]) == day_count(db, DAYS[0]) - 1  # the lake is behind
+    assert sensor_tick(instance, database_url, gap_passed=False) == []  # exported just now
 
     runs = follow(instance, database_url, until=lambda: lake_equals_database(db, lake))
     assert runs == 1
@@ -323,7 +329,7 @@ def test_a_late_trade_for_an_exported_day_reaches_the_lake(
         [datetime.fromisoformat(f"{DAYS[0]}T12:00:00+00:00")],
     )
     assert high == 999.0
-    assert sensor_tick(instance, database_url) == []
+    assert sensor_tick(instance, database_url) == []  # nothing changed since
 
 
 @pytest.mark.usefixtures("traded")
