@@ -431,7 +431,9 @@ def test_the_sensor_follows_backfills_leaves_today_to_its_schedule_and_asks_once
     assert backfill.success
 
     [request] = sensor_tick(instance, database_url)
-    assert request.tags == {"lake": "follows", **days_tags(*DAYS)}
+    assert request.tags == {
+        "lake": "follows", "dagster/max_runtime": "3600", **days_tags(*DAYS)
+    }  # fmt: skip
     # Asked for and not yet run: the next tick does not ask again.
     instance.add_run(dg.DagsterRun(
         job_name="candles_lake_job", status=dg.DagsterRunStatus.NOT_STARTED, tags=request.tags

@@ -24,6 +24,9 @@ from pipelines.names import FINALIZE_JOB, LAKE, LAKE_JOB, LAKE_TODAY_TAG
 
 LAKE_FOLLOW_TAG = {"lake": "follows"}
 """Tags the runs that export days PostgreSQL changed after their export."""
+FOLLOW_MAX_RUNTIME = {"dagster/max_runtime": "3600"}
+"""A follow run whose worker died is failed after an hour (not the instance's six), so the sensor
+stops counting on it and asks again."""
 
 
 @dg.asset(
@@ -145,6 +148,7 @@ def candles_lake_sensor(
             dg.RunRequest(
                 tags={
                     **LAKE_FOLLOW_TAG,
+                    **FOLLOW_MAX_RUNTIME,
                     RANGE_START: first.isoformat(),
                     RANGE_END: last.isoformat(),
                 },
