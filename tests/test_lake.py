@@ -1,5 +1,7 @@
 """The analysts' lake: exported days equal PostgreSQL's candles and trades, a re-export replaces a
-day without duplicates, and `mdp sql` answers the user's guide's examples correctly, offline."""
+day without duplicates, `mdp sql` answers the user's guide's examples correctly, offline, and the
+lake follows the database: a late trade, a cancel, an import and its backfill reach an exported
+day through `candles_lake_sensor`, and `matches_database` fails when the two sides differ."""
 
 from __future__ import annotations
 
