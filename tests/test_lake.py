@@ -374,12 +374,16 @@ def test_a_late_trade_that_changes_no_candle_reaches_the_lake(
     client: httpx.Client, db: Connection, database_url: str, lake: Path,
     instance: dg.DagsterInstance,
 ) -> None:  # fmt: skip
+    # A trade cancelled while pending is promoted into no candle; so is one with condition 15
+    # (Market Center Official Close), which updates no field of any candle.
+    send(client, [tick(1002, ts=f"{DAYS[0]}T20:00:00Z")])
+    cancel = {"trades": [{"source": "XNAS", "event_id": "e-1002"}]}
+    assert client.post("/ingest/cancels", json=cancel).status_code == 200
     run_lake_job(instance, days_tags(*DAYS))
-    # Condition 15 (Market Center Official Close) updates no field of any candle.
     send(client, [tick(1001, ts=f"{DAYS[1]}T20:00:00Z", conditions=[15])])
     drain_inbox(db)
-    assert lake_day_count(lake, DAYS[1]) == day_count(db, DAYS[1]) - 1
-    follow(instance, database_url, until=lambda: lake_equals_database(db, lake))
+    assert [lake_day_count(lake, day) for day in DAYS] == [day_count(db, d) - 1 for d in DAYS]
+    assert follow(instance, database_url, until=lambda: lake_equals_database(db, lake)) == 1
 
 
 @pytest.mark.usefixtures("traded")
