@@ -1,13 +1,17 @@
 """The analysts' lake: each day's candles (every interval) and canonical trades copied from
 PostgreSQL to Parquet under LAKE_DIR, hive-partitioned, each file replaced atomically (written
-beside, then renamed), plus a DuckDB database file whose views read them. No Dagster here."""
+beside, then renamed), plus a DuckDB database file whose views read them; which exported days
+PostgreSQL has changed since (`lake_exports`), and each day's totals on both sides, to compare
+them. No Dagster here."""
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta, tzinfo
 from pathlib import Path
+from typing import Any, Literal
 
 import duckdb
 import polars as pl
@@ -18,6 +22,25 @@ from core.intervals import INTERVALS, day_window
 from pipelines.candles import read_arrow
 
 DATABASE_FILE = "lake.duckdb"
+LAKE_LOCK = 0x6C616B65  # "lake": pg_advisory_lock(LAKE_LOCK, day) lets one export of a day run
+FRESHNESS_WINDOW = timedelta(minutes=10)
+"""A change to a day reaches the lake within this."""
+REEXPORT_GAP = timedelta(minutes=2)
+"""A day is exported again at most this often: a replay of a past day, or a feed that is all
+late, costs an export of the day every two minutes, not one per sensor tick. A late trade after a
+quiet spell is exported at the next tick (30 s); within a stream, in REEXPORT_GAP plus a tick."""
+
+# The lake holds the day as of `changes` (read before the day's rows); a change committed since
+# leaves it stale, since no earlier than that read.
+RECORD_EXPORT = """
+INSERT INTO lake_exports AS l (day, exported, exported_at)
+VALUES (%(day)s, %(changes)s, clock_timestamp())
+ON CONFLICT (day) DO UPDATE
+SET exported = greatest(l.exported, excluded.exported),
+    exported_at = excluded.exported_at,
+    stale_since = CASE WHEN l.changes > greatest(l.exported, excluded.exported)
+                       THEN greatest(l.stale_since, %(read_at)s) END
+"""
 
 
 @dataclass(frozen=True)
@@ -48,9 +71,26 @@ def _replace(path: Path, frame: pl.DataFrame) -> None:
 
 def export_day(url: str, lake: Path, day: date) -> ExportedDay:
     """Copy one market day (docs/design.md §5) of candles and trades to the lake, replacing that
-    day's files."""
-    with connect(url) as conn:
+    day's files, and record in `lake_exports` the day's change count as it was before the read: a
+    change committed later leaves the day stale, to be exported again. Exports of one day take
+    turns, so an older read never replaces a newer one."""
+    with connect(url, autocommit=True) as conn:
         zone = market_zone(conn)
+        conn.execute("SELECT pg_advisory_lock(%s, %s)", (LAKE_LOCK, day.toordinal()))
+        try:
+            [(changes, read_at)] = conn.execute(
+                "SELECT coalesce((SELECT changes FROM lake_exports WHERE day = %s), 0),"
+                " clock_timestamp()",
+                (day,),
+            ).fetchall()
+            exported = _copy_day(url, lake, day, zone)
+            conn.execute(RECORD_EXPORT, {"day": day, "changes": changes, "read_at": read_at})
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LAKE_LOCK, day.toordinal()))
+    return exported
+
+
+def _copy_day(url: str, lake: Path, day: date, zone: tzinfo) -> ExportedDay:
     start, end = (sql.Literal(bound) for bound in day_window(day, zone))
     candles = read_arrow(
         url,
@@ -75,6 +115,130 @@ def export_day(url: str, lake: Path, day: date) -> ExportedDay:
     )
     _replace(trade_file(lake, day), trades)
     return ExportedDay(day, counts, trades.height)
+
+
+def stale_days(url: str, before: date) -> list[date]:
+    """The days before `before` that PostgreSQL changed since the lake last exported them (or
+    that it changed and the lake never held), oldest first; a day exported less than
+    REEXPORT_GAP ago waits for it to pass."""
+    with connect(url) as conn:
+        rows = conn.execute(
+            "SELECT day FROM lake_exports WHERE day < %s AND changes > coalesce(exported, -1)"
+            " AND (exported_at IS NULL OR exported_at < clock_timestamp() - %s) ORDER BY day",
+            (before, REEXPORT_GAP),
+        ).fetchall()
+    return [day for (day,) in rows]
+
+
+def exported_days(url: str, lake: Path) -> list[date]:
+    """The days the lake holds: those with files, and those exported empty."""
+    days = {
+        date.fromisoformat(folder.name.removeprefix("date="))
+        for folder in (*lake.glob("candles/*/date=*"), *lake.glob("trades/date=*"))
+    }
+    with connect(url) as conn:
+        rows = conn.execute("SELECT day FROM lake_exports WHERE exported IS NOT NULL").fetchall()
+    return sorted(days | {day for (day,) in rows})
+
+
+# --- the lake against the database ---------------------------------------------------------------
+
+# Per day, what both sides must agree on: the trades (all of them, the cancelled ones, their volume
+# and the last acceptance number) and, per interval, the candles' count and sums (trade counts,
+# volume, prices: a revised high, a restated bucket, a lost or doubled row all move one of them).
+CANDLE_SUMS = "count(*), sum(trade_count), sum(volume), sum(open), sum(high), sum(low), sum(close)"
+CANDLE_MEASURES = ("candles", "trade_count", "volume", "open", "high", "low", "close")
+TRADE_SUMS = "count(*), count(cancelled_at), sum(volume), max(seq)"
+TRADE_MEASURES = ("trades", "cancelled", "volume", "max_seq")
+
+Totals = dict[str, float]
+
+
+def _totals(candles: dict[str, tuple[Any, ...]], trades: tuple[Any, ...]) -> Totals:
+    totals = {f"trades.{m}": float(v or 0) for m, v in zip(TRADE_MEASURES, trades, strict=True)}
+    for interval, values in candles.items():
+        for measure, value in zip(CANDLE_MEASURES, values, strict=True):
+            totals[f"candles_{interval}.{measure}"] = float(value or 0)
+    return totals
+
+
+def database_totals(url: str, day: date) -> Totals:
+    """The day's totals in PostgreSQL, over the rows `export_day` copies."""
+    with connect(url) as conn:
+        window = day_window(day, market_zone(conn))
+        rows = conn.execute(
+            f'SELECT "interval", {CANDLE_SUMS} FROM candles'  # noqa: S608 (constant text)
+            " WHERE bucket_start >= %s AND bucket_start < %s GROUP BY 1",
+            window,
+        ).fetchall()
+        [trades] = conn.execute(
+            f"SELECT {TRADE_SUMS} FROM trades WHERE ts >= %s AND ts < %s",  # noqa: S608
+            window,
+        ).fetchall()
+    return _totals({interval: tuple(values) for interval, *values in rows}, trades)
+
+
+def lake_totals(lake: Path, day: date) -> Totals:
+    """The day's totals in the lake's files (a day without a file has none)."""
+    candles = {}
+    trades: tuple[Any, ...] = (0, 0, 0, 0)
+    with duckdb.connect() as conn:
+        for interval in INTERVALS:
+            path = candle_file(lake, interval, day)
+            if path.exists():
+                candles[interval] = _file_sums(conn, path, CANDLE_SUMS)
+        path = trade_file(lake, day)
+        if path.exists():
+            trades = _file_sums(conn, path, TRADE_SUMS)
+    return _totals(candles, trades)
+
+
+def _file_sums(conn: duckdb.DuckDBPyConnection, path: Path, sums: str) -> tuple[Any, ...]:
+    found = conn.execute(f"SELECT {sums} FROM read_parquet(?)", [str(path)]).fetchone()  # noqa: S608
+    assert found is not None
+    return tuple(found)
+
+
+def differences(expected: Totals, found: Totals) -> dict[str, tuple[float, float]]:
+    """The totals that differ, as (database, lake); sums of floating-point values are compared
+    to a relative 1e-9, since each side adds in its own order."""
+    return {
+        key: (expected.get(key, 0.0), found.get(key, 0.0))
+        for key in sorted(expected.keys() | found.keys())
+        if not math.isclose(expected.get(key, 0.0), found.get(key, 0.0), rel_tol=1e-9, abs_tol=1e-6)
+    }
+
+
+@dataclass(frozen=True)
+class DayCheck:
+    day: date
+    state: Literal["current", "on_its_way", "overdue"]
+    differences: dict[str, tuple[float, float]]  # of a current day: (database, lake)
+
+
+def check_day(url: str, lake: Path, day: date) -> DayCheck:
+    """The lake's day against PostgreSQL's. A day changed since its export is on its way (the
+    lake is behind, as designed) or, stale for longer than FRESHNESS_WINDOW, overdue; a day the
+    lake holds as of its last change is compared, unless a change commits meanwhile."""
+    before = _export_state(url, day)
+    if before[1]:
+        return DayCheck(day, "overdue" if before[2] else "on_its_way", {})
+    found = differences(database_totals(url, day), lake_totals(lake, day))
+    if _export_state(url, day) != before:
+        return DayCheck(day, "on_its_way", {})
+    return DayCheck(day, "current", found)
+
+
+def _export_state(url: str, day: date) -> tuple[int, bool, bool]:
+    """The day's change count, whether the lake is behind it, and whether for too long."""
+    with connect(url) as conn:
+        row = conn.execute(
+            "SELECT changes, changes > coalesce(exported, -1),"
+            " coalesce(stale_since < clock_timestamp() - %s, false)"
+            " FROM lake_exports WHERE day = %s",
+            (FRESHNESS_WINDOW, day),
+        ).fetchone()
+    return row or (0, False, False)
 
 
 def define_views(conn: duckdb.DuckDBPyConnection, lake: Path) -> None:
