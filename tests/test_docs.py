@@ -1,5 +1,6 @@
 """The repository documents itself: code points to sections of `docs/design.md` that exist, and to
-no document outside the repository."""
+no document outside the repository; every relative link of the README and `docs/` reaches an
+existing file and heading; the README stays a short tour."""
 
 from __future__ import annotations
 
@@ -7,7 +8,41 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+FENCE = re.compile(r"^```.*?^```", flags=re.M | re.S)
+
+
+def anchors(markdown: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces as hyphens."""
+    headings = re.findall(r"^#+ (.+)$", FENCE.sub("", markdown.read_text()), flags=re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def links(markdown: Path) -> list[str]:
+    return [
+        target
+        for target in LINK.findall(FENCE.sub("", markdown.read_text()))
+        if not target.startswith(("http://", "https://", "mailto:"))
+    ]
+
+
+@pytest.mark.parametrize("document", DOCS, ids=lambda p: p.name)
+def test_every_relative_link_reaches_a_file_and_heading(document: Path) -> None:
+    for target in links(document):
+        path, _, anchor = target.partition("#")
+        file = (document.parent / path).resolve() if path else document
+        assert file.exists(), f"{document.name}: {target}"
+        if anchor:
+            assert anchor in anchors(file), f"{document.name}: {target}"
+
+
+def test_the_readme_is_a_tour_not_a_record() -> None:
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 350
 
 
 def tracked_text_files() -> list[Path]:
