@@ -34,6 +34,8 @@ SQL_ROUNDS = 20
 
 def bench_serve(url: str, settings: Settings, *, workers: int = 1) -> dict[str, Any]:
     symbols = market_symbols()
+    with connect(url) as conn:
+        conn.execute("TRUNCATE trade_inbox, trades, candles, ingest_batches, candle_updates")
     seed_history(url, symbols)
     now = datetime.now(UTC)
     rng = random.Random(1)
