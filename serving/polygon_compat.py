@@ -24,6 +24,20 @@ def request_id() -> str:
     return uuid.uuid4().hex
 
 
+class Bar(BaseModel):
+    """Prices are null when no trade of the bar may set them (sale conditions)."""
+
+    o: float | None
+    h: float | None
+    l: float | None  # noqa: E741 - Polygon's field name
+    c: float | None
+    v: float
+    vw: float | None
+    n: int
+    t: int
+    """Bar start, Unix milliseconds (UTC)."""
+
+
 class PolygonError(BaseModel):
     status: Literal["ERROR"]
     request_id: str

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Annotated, Any, Literal
@@ -19,6 +18,7 @@ from core.intervals import INTERVALS, LONGEST_MARKET_DAY, market_midnight
 from serving.auth import ReadAuth
 from serving.deps import LATEST, AppSettings, PathSymbol, Pool, Registry, known_symbol, shifted
 from serving.errors import refusals
+from serving.polygon_compat import Bar, request_id
 
 router = APIRouter(
     prefix="/v2", tags=["polygon compatible"], dependencies=[ReadAuth], responses=refusals(401)
@@ -26,20 +26,6 @@ router = APIRouter(
 
 Timespan = Literal["minute", "hour", "day", "week", "month", "quarter", "year"]
 EPOCH_MS = re.compile(r"^-?\d+$")
-
-
-class Bar(BaseModel):
-    """Prices are null when no trade of the bar may set them (sale conditions)."""
-
-    o: float | None
-    h: float | None
-    l: float | None  # noqa: E741 - Polygon's field name
-    c: float | None
-    v: float
-    vw: float | None
-    n: int
-    t: int
-    """Bar start, Unix milliseconds (UTC)."""
 
 
 class Aggregates(BaseModel):
@@ -136,12 +122,8 @@ def _bound(value: str, *, end: bool, zone: tzinfo) -> datetime:
 
 
 def _not_found() -> JSONResponse:
-    body = NotFound(status="NOT_FOUND", request_id=_request_id(), message="Data not found.")
+    body = NotFound(status="NOT_FOUND", request_id=request_id(), message="Data not found.")
     return JSONResponse(body.model_dump(), status_code=status.HTTP_404_NOT_FOUND)
-
-
-def _request_id() -> str:
-    return uuid.uuid4().hex
 
 
 @router.get(
@@ -176,7 +158,7 @@ async def aggregates(
         "resultsCount": 0,
         "adjusted": adjusted,
         "status": "OK",
-        "request_id": _request_id(),
+        "request_id": request_id(),
         "count": 0,
     }
     try:
@@ -237,5 +219,5 @@ async def last_trade(registry: Registry, pool: Pool, ticker: PathSymbol) -> Resp
         T=ticker, p=price, s=volume, t=nanos, y=nanos, q=seq, i=event_id, source=source
     )
     return JSONResponse(
-        LastTrade(status="OK", request_id=_request_id(), results=result).model_dump()
+        LastTrade(status="OK", request_id=request_id(), results=result).model_dump()
     )

@@ -18,7 +18,7 @@ from core.db import query
 from core.intervals import day_window, market_date
 from serving.auth import ReadAuth
 from serving.deps import AppSettings, PathSymbol, Pool
-from serving.polygon_compat import PolygonRoute, polygon_refusals, request_id
+from serving.polygon_compat import Bar, PolygonRoute, polygon_refusals, request_id
 
 router = APIRouter(
     tags=["polygon compatible"],
@@ -44,19 +44,11 @@ IncludeOtc = Annotated[
 _encode = msgspec.json.Encoder().encode
 
 
-class DayBar(BaseModel):
-    """A day bar; prices are null when no trade of the day may set them (sale conditions)."""
+class DayBar(Bar):
+    """A day bar of one ticker; `t` is the market day's start (its midnight in
+    MARKET_TIMEZONE)."""
 
     T: str
-    o: float | None
-    h: float | None
-    l: float | None  # noqa: E741 - Polygon's field name
-    c: float | None
-    v: float
-    vw: float | None
-    n: int
-    t: int
-    """The market day's start (its midnight in MARKET_TIMEZONE), Unix milliseconds."""
 
 
 class GroupedDaily(BaseModel):
