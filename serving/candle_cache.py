@@ -11,14 +11,15 @@ here: those buckets are merged live. The change log and the pending trades are r
 a commit: at once after one of this process, after another's when its NOTIFY arrives; while the
 process cannot hear (its LISTEN connection is down), at every read. When it hears again, on a new
 connection, it may have missed notifications: every block is dropped and the log read again
-before a block is served. Memory is bounded; the least recently used blocks go first.
+before a block is served. Memory is bounded; the least recently used blocks go first. Reads
+build blocks concurrently, each on its own connection: a block read while another read followed a
+change that touched it is served to its read but not kept.
 """
 
 from __future__ import annotations
 
-import asyncio
 import bisect
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -40,6 +41,12 @@ MAX_STATES = 4096
 MICROSECOND = timedelta(microseconds=1)
 # Blocks are aligned to the epoch; one reaching before the year 1 is read directly.
 FIRST_BLOCK_START = (datetime.min.replace(tzinfo=UTC) - EPOCH) // MICROSECOND
+
+# A change-log row: id, symbol, interval, bucket (epoch µs; None: all), whether a whole day.
+_Change = tuple[int, str, str, int | None, bool]
+# The changes remembered for the blocks being read while the log moves on; a block read across
+# more changes than these is served but not kept.
+MAX_CHANGES_REMEMBERED = 10_000
 
 # At most this many changes are read to follow the log; a cache further behind is dropped whole
 # (reading a change costs about 2 µs, rebuilding a block a few ms).
@@ -171,7 +178,7 @@ class _Log:
     after: int
     newest: int
     complete: bool
-    changes: list[tuple[int, str, str, int | None, bool]]  # id, symbol, interval, bucket, whole day
+    changes: list[_Change]
 
 
 class CandleCache:
@@ -188,7 +195,12 @@ class CandleCache:
         self._bytes = 0
         self._seen = 0  # the change-log id followed to
         self._listener = 0  # the LISTEN connection (the hub's number) the blocks were kept under
-        self._lock = asyncio.Lock()
+        # What was followed lately, so that a block read while the log moved on is kept only
+        # when none of the changes followed meanwhile touched it: reads build blocks
+        # concurrently, and a change followed while a block is being read drops nothing yet.
+        self._followed: deque[_Change] = deque(maxlen=MAX_CHANGES_REMEMBERED)
+        self._followed_since = 0  # every change after this id that was followed is remembered
+        self._clears = 0
         # Whether trades were pending, as last read per (symbol, first bucket, closed end), with
         # what the process had heard of then.
         self._pending: dict[tuple[str, int, int], tuple[Heard, bool]] = {}
@@ -234,22 +246,21 @@ class CandleCache:
             candles: list[bytes] = []
             starts: list[int] = []
             built = False
-            async with self._lock:
-                if changes is not None and changes.listener > self._listener:
-                    self._listener = changes.listener
-                    self._clear()
-                if log is not None:
-                    self._follow(log)
-                for first in blocks:
-                    until = min(first + window.span, window.open_start)
-                    block, fresh = await self._block(conn, symbol, interval, first, until)
-                    built |= fresh
-                    low = bisect.bisect_left(block.starts, window.first)
-                    high = bisect.bisect_left(block.starts, window.closed_end)
-                    candles += block.encoded[low:high]
-                    starts += block.starts[low:high]
-                    if len(candles) > limit:
-                        break
+            if changes is not None and changes.listener > self._listener:
+                self._listener = changes.listener
+                self._clear()
+            if log is not None:
+                self._follow(log)
+            for first in blocks:
+                until = min(first + window.span, window.open_start)
+                block, fresh = await self._block(conn, symbol, interval, first, until)
+                built |= fresh
+                low = bisect.bisect_left(block.starts, window.first)
+                high = bisect.bisect_left(block.starts, window.closed_end)
+                candles += block.encoded[low:high]
+                starts += block.starts[low:high]
+                if len(candles) > limit:
+                    break
             opened = _time(window.open_start)
             if len(candles) <= limit and end > opened:
                 live = await self._live(conn, symbol, interval, max(start, opened), end, limit)
@@ -283,24 +294,39 @@ class CandleCache:
     async def _block(
         self, conn: _Connection, symbol: str, interval: str, first: int, until: int
     ) -> tuple[Block, bool]:
-        """The block starting at `first`, read anew (True) unless it is cached up to `until`."""
+        """The block starting at `first`, read anew (True) unless it is cached up to `until`.
+        A block read anew is exact as of the log followed before its read, and cached only if no
+        change followed during the read touched it (another read may have followed one)."""
         key = (symbol, interval, first)
         block = self._blocks.get(key)
         if block is not None and block.until >= until:
             self._blocks.move_to_end(key)
             return block, False
+        seen, clears = self._seen, self._clears
         rows = await (
             await (await conn()).execute(
                 CLOSED_CANDLES, (symbol, interval, _time(first), _time(until))
             )
         ).fetchall()
         encoded = [_encode(Candle(*row[1:])) for row in rows]
-        # Read after the log was followed to `_seen`: exact as of it.
-        fresh = Block(
-            first, until, self._seen, [r[0] for r in rows], encoded, sum(map(len, encoded))
-        )
-        self._store(key, fresh)
+        fresh = Block(first, until, seen, [r[0] for r in rows], encoded, sum(map(len, encoded)))
+        if clears == self._clears and not self._changed_since(key, fresh):
+            self._store(key, fresh)
         return fresh, True
+
+    def _changed_since(self, key: tuple[str, str, int], block: Block) -> bool:
+        """Whether a change followed after `block.seen` touches the block (or may have: the
+        changes followed since are no longer all remembered)."""
+        if block.seen >= self._seen:
+            return False
+        if block.seen < self._followed_since:
+            return True
+        for change in reversed(self._followed):
+            if change[0] <= block.seen:
+                return False
+            if _touches(change, key, block):
+                return True
+        return False
 
     def _store(self, key: tuple[str, str, int], block: Block) -> None:
         if (old := self._blocks.pop(key, None)) is not None:
@@ -316,38 +342,40 @@ class CandleCache:
         older than the last one followed: following it again drops nothing wrongly."""
         if not log.complete:
             self._clear()
-            self._seen = log.newest
+            self._seen = self._followed_since = log.newest
             return
-        for change, symbol, interval, bucket, whole_day in log.changes:
-            for key in list(self._touched(symbol, interval, bucket, whole_day)):
+        for change in log.changes:
+            if change[0] <= self._seen:
+                continue  # followed already, by a read with a newer log
+            for key in list(self._touched(change)):
                 block = self._blocks[key]
-                if change > block.seen:
+                if change[0] > block.seen:
                     del self._blocks[key]
                     self._bytes -= block.size
+            if len(self._followed) == self._followed.maxlen:
+                self._followed_since = self._followed[0][0]
+            self._followed.append(change)
         self._seen = max(self._seen, log.newest)
 
-    def _touched(
-        self, symbol: str, interval: str, bucket: int | None, whole_day: bool
-    ) -> Iterator[tuple[str, str, int]]:
-        """The blocks a change-log row covers: one bucket, a day of every symbol, or all."""
-        if interval == "*" or bucket is None:  # candles emptied
-            yield from self._blocks
-            return
-        span = INTERVALS[interval] // MICROSECOND * BUCKETS_PER_BLOCK
-        if not whole_day:
-            key = (symbol, interval, bucket // span * span)
+    def _touched(self, change: _Change) -> Iterator[tuple[str, str, int]]:
+        """The cached blocks a change-log row covers: one bucket, a day of every symbol, or all."""
+        _, symbol, interval, bucket, whole_day = change
+        if interval != "*" and bucket is not None and not whole_day:
+            key = (symbol, interval, bucket // _span(interval) * _span(interval))
             block = self._blocks.get(key)
-            if block is not None and bucket < block.until:
+            if block is not None and _touches(change, key, block):
                 yield key
             return
-        day_end = bucket + LONGEST_MARKET_DAY // MICROSECOND
         for key, block in self._blocks.items():
-            if key[1] == interval and block.first < day_end and bucket < block.until:
+            if _touches(change, key, block):
                 yield key
 
     def _clear(self) -> None:
         self._blocks.clear()
         self._bytes = 0
+        self._followed.clear()
+        self._followed_since = self._seen
+        self._clears += 1
 
     async def _live(
         self,
@@ -392,6 +420,24 @@ class _Connection:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._taken.aclose()
+
+
+def _touches(change: _Change, key: tuple[str, str, int], block: Block) -> bool:
+    """Whether a change-log row covers a block: one bucket of its symbol and interval, a day of
+    every symbol (a recomputed day), or everything (candles emptied)."""
+    _, symbol, interval, bucket, whole_day = change
+    if interval == "*" or bucket is None:
+        return True
+    if key[1] != interval:
+        return False
+    if not whole_day:
+        return key[0] == symbol and block.first <= bucket < block.until
+    return block.first < bucket + LONGEST_MARKET_DAY // MICROSECOND and bucket < block.until
+
+
+def _span(interval: str) -> int:
+    """The width of a block of `interval`, µs."""
+    return INTERVALS[interval] // MICROSECOND * BUCKETS_PER_BLOCK
 
 
 def _epoch_us(moment: datetime) -> int:

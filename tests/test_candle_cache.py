@@ -232,3 +232,58 @@ def test_a_new_listen_connection_drops_the_cached_candles(
     first, same_listener, new_listener = asyncio.run(highs_at_10_02())
     assert first == same_listener != 999  # from memory: nothing was heard of
     assert new_listener == 999
+
+
+def test_a_block_read_while_another_read_follows_a_change_is_not_kept_stale(
+    client: httpx.Client, db: Connection, database_url: str
+) -> None:
+    """Reads build blocks concurrently: a block read from a snapshot older than a change that
+    another read followed meanwhile is served to its own read, never kept for the next ones."""
+    a_morning(client, db)
+    start = datetime.combine(DAY, datetime.min.time(), UTC)
+    end = start + timedelta(days=1)
+    armed, paused, resume = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    class PausingOnce(AsyncConnection[Any]):
+        """Holds the first block read once armed, after its statement ran: its snapshot taken."""
+
+        async def execute(
+            self, query: Any, params: Any = None, *, prepare: bool | None = None,
+            binary: bool = False,
+        ) -> AsyncCursor[Any]:  # fmt: skip
+            cursor = await super().execute(query, params, prepare=prepare, binary=binary)
+            if "FROM candles" in str(query) and armed.is_set() and not paused.is_set():
+                paused.set()
+                await resume.wait()
+            return cursor
+
+    pausing: type[AsyncConnection[Any]] = PausingOnce
+
+    async def highs_at_10_02() -> tuple[float, float, float]:
+        async with AsyncConnectionPool(
+            libpq_url(database_url), connection_class=pausing, open=False,
+            kwargs={"autocommit": True}, min_size=1, max_size=4,
+        ) as pool:  # fmt: skip
+            cache = CandleCache(pool)
+            await cache.page("MSFT", "1m", start, end, 1000)  # the log is followed from here on
+            armed.set()
+
+            async def high() -> float:
+                page = await cache.page("AAPL", "1m", start, end, 1000)
+                assert page is not None
+                by_start = {c["bucket_start"]: c for c in map(msgspec.json.decode, page.candles)}
+                return float(by_start[f"{DAY}T10:02:00Z"]["high"])
+
+            stale_read = asyncio.create_task(high())
+            await paused.wait()  # its block's snapshot is older than the trade below
+            send(client, [tick(999, ts=f"{DAY}T10:02:45Z", price=500.0)])
+            drain_inbox(db)
+            # Not queued behind the paused read: follows the change and reads the block anew.
+            fresh = await asyncio.wait_for(high(), timeout=60)
+            resume.set()
+            stale = await stale_read
+            return stale, fresh, await high()
+
+    stale, fresh, after_both = asyncio.run(highs_at_10_02())
+    assert stale != 500.0
+    assert fresh == after_both == 500.0
