@@ -224,18 +224,28 @@ class Fanout:
 
     def _publish(self, kind: str, events: list[Event]) -> None:
         """Offer each subscriber the `kind` events it asked for, one frame, encoded once per
-        distinct set of symbols asked for."""
+        distinct set of symbols asked for. Events are dealt by symbol to the sets that follow
+        it: the cost grows with the deliveries, not with the sets times the events."""
         if not events:
             return
         groups: defaultdict[frozenset[str] | None, list[Subscriber]] = defaultdict(list)
         for subscriber in self._subscribers:
             groups[subscriber.symbols(kind)].append(subscriber)
-        for symbols, members in groups.items():
-            chosen = events if symbols is None else [e for e in events if e["sym"] in symbols]
-            if chosen:
-                frame = _encode(chosen).decode()
-                for subscriber in members:
-                    subscriber.offer(frame)
+        followed_by: defaultdict[str, list[frozenset[str]]] = defaultdict(list)
+        for symbols in groups:
+            if symbols is not None:
+                for symbol in symbols:
+                    followed_by[symbol].append(symbols)
+        chosen: dict[frozenset[str] | None, list[Event]] = {}
+        if None in groups:
+            chosen[None] = events
+        for event in events:
+            for symbols in followed_by.get(event["sym"], ()):
+                chosen.setdefault(symbols, []).append(event)
+        for symbols, picked in chosen.items():
+            frame = _encode(picked).decode()
+            for subscriber in groups[symbols]:
+                subscriber.offer(frame)
 
 
 def _trade(trade: dict[str, Any]) -> Event:
