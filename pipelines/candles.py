@@ -185,11 +185,15 @@ def read_arrow(
 def read_day_trades(url: str, day: date, zone: tzinfo = UTC) -> pl.DataFrame:
     """One market day of trades, cancelled ones left out. The three update rules travel as the
     bits of one small integer: three boolean columns made the day's read a quarter slower (ADBC
-    converts booleans row by row), one int2 costs a tenth of that."""
+    converts booleans row by row), one int2 costs a tenth of that. Most trades may update every
+    field: they get the constant 7 without the arithmetic, which was a fifth of the server's work
+    for the read."""
     start, end = day_window(day, zone)
     text = sql.SQL(
-        "SELECT symbol, ts, seq, price, volume, (updates_high_low::int"
-        " + 2 * updates_open_close::int + 4 * updates_volume::int)::int2 AS rules"
+        "SELECT symbol, ts, seq, price, volume,"
+        " CASE WHEN updates_high_low AND updates_open_close AND updates_volume THEN 7"
+        " ELSE updates_high_low::int + 2 * updates_open_close::int + 4 * updates_volume::int"
+        " END::int2 AS rules"
         " FROM trades WHERE ts >= {} AND ts < {} AND cancelled_at IS NULL"
     ).format(sql.Literal(start), sql.Literal(end))
     frame = read_arrow(url, text, ARROW_READ_SCHEMA)
