@@ -52,6 +52,10 @@ Connection = psycopg.Connection[TupleRow]
 CANDLES_LOCK_KEY = 0x6D6470_B47C
 LOCK_CANDLES = f"SELECT pg_advisory_xact_lock({CANDLES_LOCK_KEY})"
 
+# The channel every commit of trades or candle changes notifies (the inbox writer, and the trigger
+# on `candle_updates` of migration 0008) and each API process's listener hears.
+STREAM_CHANNEL = "mdp_stream"
+
 
 def connect(url: str, *, autocommit: bool = False) -> Connection:
     return psycopg.connect(libpq_url(url), connect_timeout=5, autocommit=autocommit)
