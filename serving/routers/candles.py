@@ -30,10 +30,12 @@ from serving.candle_cache import Candle as CacheCandle
 from serving.candle_cache import Page
 from serving.candle_fill import Fill, fill_gaps, label
 from serving.deps import (
+    SYMBOL_READ,
     AppSettings,
     Cache,
     Latest,
     Pool,
+    QuerySymbol,
     Registry,
     Stream,
     known_symbol,
@@ -45,10 +47,6 @@ from serving.errors import refusals
 from serving.symbols import SymbolRegistry
 
 router = APIRouter(tags=["market data"], dependencies=[ReadAuth], responses=refusals(401))
-
-# The example is a symbol registered by default (core.config.DEFAULT_SYMBOLS).
-QuerySymbol = Annotated[str, Query(examples=["AAPL"])]
-SYMBOL_READ = refusals(404, 422, 503)  # what a read about one symbol can refuse
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 MICROSECOND = timedelta(microseconds=1)
 FIRST_SEQ = -(2**63)
