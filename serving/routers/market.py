@@ -4,10 +4,12 @@ accepted moments ago."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
+from fastapi.types import DecoratedCallable
 from pydantic import BaseModel
 
 from core.db import query
@@ -93,14 +95,20 @@ async def symbols(pool: Pool) -> Symbols:
     )
 
 
-# `/tickets/…` is the older spelling of `/tickers/…`, kept for existing clients: the same handler,
-# under its own name and description in the OpenAPI document.
-@router.get(
+def _older_spelling(
+    path: str, name: str, description: str
+) -> Callable[[DecoratedCallable], DecoratedCallable]:
+    """The handler again at `path`, the older spelling `/tickets/…` of `/tickers/…` kept for
+    existing clients: deprecated, under its own name and description in the OpenAPI document."""
+    return router.get(
+        path, name=name, description=description, responses=SYMBOL_READ, deprecated=True
+    )
+
+
+@_older_spelling(
     "/tickets/{symbol}",
-    name="ticket",
-    description="The older spelling of `/tickers/{symbol}`, kept for existing clients.",
-    responses=SYMBOL_READ,
-    deprecated=True,
+    "ticket",
+    "The older spelling of `/tickers/{symbol}`, kept for existing clients.",
 )
 @router.get("/tickers/{symbol}", responses=SYMBOL_READ)
 async def ticker(
@@ -162,12 +170,10 @@ def _cursor(before: str | None) -> tuple[datetime, int]:
         ) from exc
 
 
-@router.get(
+@_older_spelling(
     "/tickets/{symbol}/history",
-    name="ticket_history",
-    description="The older spelling of `/tickers/{symbol}/history`.",
-    responses=SYMBOL_READ,
-    deprecated=True,
+    "ticket_history",
+    "The older spelling of `/tickers/{symbol}/history`.",
 )
 @router.get("/tickers/{symbol}/history", responses=SYMBOL_READ)
 async def history(
