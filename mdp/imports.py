@@ -28,7 +28,7 @@ from core.conditions import SELECT_RULES, ConditionRules, rules_table
 from core.config import Settings
 from core.db import Connection, connect, prepare
 from core.embedded import market_database
-from core.intervals import CANDLE_ASSETS, EPOCH
+from core.intervals import CANDLE_ASSETS, EPOCH, day_spans
 from core.ticks import InvalidTicks, MalformedBody, parse_ticks
 from pipelines.candles import lock_candles
 from pipelines.ingestion import open_batch
@@ -329,16 +329,6 @@ def _check_symbols(conn: Connection, path: Path, symbols: set[str], register: bo
         "INSERT INTO symbols (symbol) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING",
         (unknown,),
     )
-
-
-def day_spans(days: list[date]) -> Iterator[tuple[date, date]]:
-    first = last = days[0]
-    for day in days[1:]:
-        if (day - last).days != 1:
-            yield first, last
-            first = day
-        last = day
-    yield first, last
 
 
 def day_ranges(days: list[date]) -> str:

@@ -4,13 +4,12 @@ and any earlier day PostgreSQL changes after it was exported (late trades, cance
 backfills) again within the lake's freshness window (`candles_lake_sensor`). The check
 `matches_database` compares each exported day's counts and sums with PostgreSQL's."""
 
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
 from core.config import get_settings
-from core.intervals import CANDLE_ASSETS, market_date
+from core.intervals import CANDLE_ASSETS, day_spans, market_date
 from pipelines.defs.partitions import daily_partitions, running_schedule
 from pipelines.defs.resources import MarketDatabase
 from pipelines.lake import (
@@ -83,17 +82,6 @@ lake_today_schedule = running_schedule(
 )
 
 
-def _ranges(days: list[date]) -> Iterator[tuple[date, date]]:
-    """Contiguous runs of sorted days, as (first, last)."""
-    first = last = days[0]
-    for day in days[1:]:
-        if day != last + timedelta(days=1):
-            yield first, last
-            first = day
-        last = day
-    yield first, last
-
-
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -154,7 +142,7 @@ def candles_lake_sensor(
                     RANGE_END: last.isoformat(),
                 },
             )
-            for first, last in _ranges(days)
+            for first, last in day_spans(days)
         ]
     )
 
