@@ -52,6 +52,10 @@ Connection = psycopg.Connection[TupleRow]
 CANDLES_LOCK_KEY = 0x6D6470_B47C
 LOCK_CANDLES = f"SELECT pg_advisory_xact_lock({CANDLES_LOCK_KEY})"
 
+# The channel every commit of trades or candle changes notifies (the inbox writer, and the trigger
+# on `candle_updates` of migration 0008) and each API process's listener hears.
+STREAM_CHANNEL = "mdp_stream"
+
 
 def connect(url: str, *, autocommit: bool = False) -> Connection:
     return psycopg.connect(libpq_url(url), connect_timeout=5, autocommit=autocommit)
@@ -156,9 +160,18 @@ def set_market_timezone(url: str, name: str) -> str | None:
 
 
 QUERIES_DIR = MIGRATIONS_DIR / "queries"
+# A line `\ir parts/<part>.sql` (psql's include, relative to `sql/queries/`): a piece of text that
+# several statements share, such as the bar of a group of trades under the sale-condition rules.
+_INCLUDE = re.compile(r"^[ \t]*\\ir[ \t]+(\S+)[ \t]*$", flags=re.MULTILINE)
 
 
 @cache
 def query(name: str) -> str:
-    """The text of `sql/queries/<name>.sql`."""
-    return (QUERIES_DIR / f"{name}.sql").read_text(encoding="utf-8")
+    """The text of `sql/queries/<name>.sql`, each `\\ir` line replaced by the text it includes: the
+    server plans the statement as if that text were written in it, as it would be by hand."""
+    text = (QUERIES_DIR / f"{name}.sql").read_text(encoding="utf-8")
+    return _INCLUDE.sub(lambda line: _part(line[1]), text)
+
+
+def _part(path: str) -> str:
+    return (QUERIES_DIR / path).read_text(encoding="utf-8").rstrip("\n")

@@ -1,6 +1,7 @@
 """The candle intervals and the market's day (docs/design.md §5): one place for the pipelines and
 the API."""
 
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -105,3 +106,14 @@ def bucket_starts(
     except OverflowError:  # the calendar ends before `end` or `most`
         pass
     return starts
+
+
+def day_spans(days: list[date]) -> Iterator[tuple[date, date]]:
+    """Contiguous runs of sorted days, as (first, last)."""
+    first = last = days[0]
+    for day in days[1:]:
+        if day != last + timedelta(days=1):
+            yield first, last
+            first = day
+        last = day
+    yield first, last

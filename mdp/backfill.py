@@ -19,6 +19,7 @@ import httpx
 from core.config import Settings
 from core.intervals import CANDLE_ASSETS, market_date
 from mdp.processes import free_port
+from mdp.progress import ProgressLine
 from mdp.up import Platform, Refused, describe, holder, platform_lock
 from pipelines.names import LAKE
 
@@ -182,12 +183,11 @@ def _failures(url: str, report: dict[str, Any]) -> Iterator[str]:
                     yield f"  {cause['message'].strip()}"
 
 
-class Progress:
-    """A progress line: redrawn in place on a terminal, a line per change otherwise."""
+class Progress(ProgressLine):
+    """Partitions done, running and failed: a line per change when not on a terminal."""
 
     def __init__(self) -> None:
-        self.started = time.monotonic()
-        self.tty = sys.stdout.isatty()
+        super().__init__()
         self.last: tuple[int, ...] = ()
 
     def show(self, *, done: int, running: int, failed: int, total: int) -> None:
@@ -197,14 +197,6 @@ class Progress:
             f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} partitions"
             f" ({running} running, {failed} failed) {time.monotonic() - self.started:.0f} s"
         )
-        if self.tty:
-            sys.stdout.write(f"\r{line}")
-            sys.stdout.flush()
-        elif (done, running, failed, total) != self.last:
-            print(line, flush=True)
+        if self.tty or (done, running, failed, total) != self.last:
+            self.draw(line)
             self.last = (done, running, failed, total)
-
-    def end(self) -> None:
-        if self.tty:
-            sys.stdout.write("\n")
-            sys.stdout.flush()

@@ -12,7 +12,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
 
@@ -118,53 +118,53 @@ def build_parser() -> argparse.ArgumentParser:
         "suite", nargs="*", help=f"any of {', '.join(SUITES)} (default: all but soak)"
     )
     # Each option's default is the benchmark's own (its keyword-only parameters): an option
-    # left out is not passed, and one no chosen benchmark takes is refused.
+    # left out is not passed, and one no chosen benchmark takes is refused. A `bool` is a flag.
     options = bench.add_argument_group("options (each benchmark's default when left out)")
-    options.add_argument("--rows", type=int, help="rows for the ingest benchmark (200,000)")
-    options.add_argument(
-        "--workers",
-        type=int,
-        help="API worker processes in the ingest and serve benchmarks (mdp serve --workers; 1)",
-    )
-    options.add_argument(
-        "--trades", type=int, help="trades in the candle benchmark's day (1,000,000)"
-    )
-    options.add_argument(
-        "--seconds", type=int, help="how long the freshness benchmark runs the platform (120)"
-    )
-    options.add_argument("--minutes", type=float, help="how long the soak runs (10)")
-    options.add_argument(
-        "--rate",
-        type=float,
-        help="ticks/s offered in the freshness, stream, crowd and soak benchmarks (1,000)",
-    )
-    options.add_argument(
-        "--steps",
-        type=_rates,
-        help="ticks/s the capacity benchmark offers, step by step (2000,5000,10000,15000,20000;"
-        " it stops after the first step that does not hold)",
-    )
-    options.add_argument(
-        "--step-seconds",
-        type=float,
-        help="how long each capacity step (120), stream phase (30) and crowd phase (120) lasts",
-    )
-    options.add_argument(
-        "--simple",
-        action="store_true",
-        default=None,
-        help="capacity under the first, friendly load: five symbols, one cached read, one "
-        "subscriber (default: a market of 2,000 symbols, mixed reads, 50 subscribers)",
-    )
-    options.add_argument(
-        "--subscribers",
-        type=int,
-        help="WebSocket subscribers in the stream benchmark's fan-out; /stream and /ws "
-        "connections each in the crowd benchmark (1,000)",
-    )
-    options.add_argument(
-        "--import-rows", type=int, help="trades in the import benchmark's file (5,000,000)"
-    )
+    bench_options: list[tuple[str, Callable[[str], object], str]] = [
+        ("--rows", int, "rows for the ingest benchmark (200,000)"),
+        (
+            "--workers",
+            int,
+            "API worker processes in the ingest and serve benchmarks (mdp serve --workers; 1)",
+        ),
+        ("--trades", int, "trades in the candle benchmark's day (1,000,000)"),
+        ("--seconds", int, "how long the freshness benchmark runs the platform (120)"),
+        ("--minutes", float, "how long the soak runs (10)"),
+        (
+            "--rate",
+            float,
+            "ticks/s offered in the freshness, stream, crowd and soak benchmarks (1,000)",
+        ),
+        (
+            "--steps",
+            _rates,
+            "ticks/s the capacity benchmark offers, step by step (2000,5000,10000,15000,20000;"
+            " it stops after the first step that does not hold)",
+        ),
+        (
+            "--step-seconds",
+            float,
+            "how long each capacity step (120), stream phase (30) and crowd phase (120) lasts",
+        ),
+        (
+            "--simple",
+            bool,
+            "capacity under the first, friendly load: five symbols, one cached read, one "
+            "subscriber (default: a market of 2,000 symbols, mixed reads, 50 subscribers)",
+        ),
+        (
+            "--subscribers",
+            int,
+            "WebSocket subscribers in the stream benchmark's fan-out; /stream and /ws "
+            "connections each in the crowd benchmark (1,000)",
+        ),
+        ("--import-rows", int, "trades in the import benchmark's file (5,000,000)"),
+    ]
+    for flag, kind, text in bench_options:
+        if kind is bool:
+            options.add_argument(flag, action="store_true", default=None, help=text)
+        else:
+            options.add_argument(flag, type=kind, help=text)
     bench.set_defaults(run=_bench)
     return parser
 

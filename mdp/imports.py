@@ -28,8 +28,9 @@ from core.conditions import SELECT_RULES, ConditionRules, rules_table
 from core.config import Settings
 from core.db import Connection, connect, prepare
 from core.embedded import market_database
-from core.intervals import CANDLE_ASSETS, EPOCH
+from core.intervals import CANDLE_ASSETS, EPOCH, day_spans
 from core.ticks import InvalidTicks, MalformedBody, parse_ticks
+from mdp.progress import ProgressLine
 from pipelines.candles import lock_candles
 from pipelines.ingestion import open_batch
 from pipelines.names import LAKE
@@ -331,28 +332,17 @@ def _check_symbols(conn: Connection, path: Path, symbols: set[str], register: bo
     )
 
 
-def day_spans(days: list[date]) -> Iterator[tuple[date, date]]:
-    first = last = days[0]
-    for day in days[1:]:
-        if (day - last).days != 1:
-            yield first, last
-            first = day
-        last = day
-    yield first, last
-
-
 def day_ranges(days: list[date]) -> str:
     return ", ".join(f"{a}…{b}" if a != b else str(a) for a, b in day_spans(days))
 
 
-class Progress:
-    """Rows, rows/s and ETA: redrawn in place on a terminal, a line every few seconds else."""
+class Progress(ProgressLine):
+    """Rows, rows/s and ETA: a line every few seconds when not on a terminal."""
 
     def __init__(self, path: Path) -> None:
+        super().__init__()
         self.path = path
         self.size = max(path.stat().st_size, 1)
-        self.started = time.monotonic()
-        self.tty = sys.stdout.isatty()
         self.shown = 0.0
 
     def show(self, rows: int, consumed: int) -> None:
@@ -362,17 +352,7 @@ class Progress:
         self.shown = elapsed
         share = min(consumed / self.size, 1.0)
         eta = elapsed * (1 - share) / share if share else 0.0
-        line = (
+        self.draw(
             f"{self.path.name}: {share:6.1%} {rows:,} rows, "
             f"{rows / max(elapsed, 1e-9):,.0f} rows/s, ETA {eta:.0f} s"
         )
-        if self.tty:
-            sys.stdout.write(f"\r{line}")
-            sys.stdout.flush()
-        else:
-            print(line, flush=True)
-
-    def end(self) -> None:
-        if self.tty:
-            sys.stdout.write("\n")
-            sys.stdout.flush()

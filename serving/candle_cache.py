@@ -94,8 +94,11 @@ READS = Counter(
 
 
 class Candle(msgspec.Struct, omit_defaults=True):
-    """One candle as `/candles` sends it (field order is the response's). `filled` is sent only
-    when gap filling was asked (`serving/candle_fill.py`): true for a bucket it added."""
+    """One candle as `/candles` sends it (field order is the response's), the bucket's bar under
+    the sale-condition rules: open and close, high and low are null when none of its trades may
+    set them, vwap when none counts in volume. `revision` counts the cancels that restated it.
+    `filled` is sent only when gap filling was asked (`serving/candle_fill.py`): true for a bucket
+    it added (never stored)."""
 
     bucket_start: str
     open: float | None

@@ -7,17 +7,19 @@ every request."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, FastAPI, HTTPException, Path, Request, status
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, status
 from psycopg_pool import AsyncConnectionPool
 
 from core.config import Settings
 from core.ticks import EARLIEST
 from serving.bodies import InflightBytes
 from serving.candle_cache import CandleCache
+from serving.errors import refusals
 from serving.fanout import Fanout
 from serving.inbox import InboxWriter
 from serving.latest_candles import LatestCandles
@@ -26,6 +28,7 @@ from serving.stream import EventFeed
 from serving.symbols import SymbolRegistry
 
 LATEST = datetime.max.replace(tzinfo=UTC)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -51,53 +54,29 @@ def services(app: FastAPI) -> Services:
     return found
 
 
-async def _services(request: Request) -> Services:
-    return services(request.app)
+def _part(pick: Callable[[Services], T]) -> Callable[[Request], Coroutine[Any, Any, T]]:
+    """A dependency handing out what `pick` takes from the app's `Services`."""
+
+    async def dependency(request: Request) -> T:
+        return pick(services(request.app))
+
+    return dependency
 
 
-async def _settings(request: Request) -> Settings:
-    return services(request.app).settings
+App = Annotated[Services, Depends(_part(lambda s: s))]
+AppSettings = Annotated[Settings, Depends(_part(lambda s: s.settings))]
+Pool = Annotated[AsyncConnectionPool, Depends(_part(lambda s: s.pool))]
+Inbox = Annotated[InboxWriter, Depends(_part(lambda s: s.inbox))]
+Registry = Annotated[SymbolRegistry, Depends(_part(lambda s: s.symbols))]
+Stream = Annotated[StreamHub, Depends(_part(lambda s: s.stream))]
+Feed = Annotated[EventFeed, Depends(_part(lambda s: s.feed))]
+Cache = Annotated[CandleCache, Depends(_part(lambda s: s.candle_cache))]
+Latest = Annotated[LatestCandles, Depends(_part(lambda s: s.latest_candles))]
 
-
-async def _pool(request: Request) -> AsyncConnectionPool:
-    return services(request.app).pool
-
-
-async def _inbox(request: Request) -> InboxWriter:
-    return services(request.app).inbox
-
-
-async def _symbols(request: Request) -> SymbolRegistry:
-    return services(request.app).symbols
-
-
-async def _stream(request: Request) -> StreamHub:
-    return services(request.app).stream
-
-
-async def _feed(request: Request) -> EventFeed:
-    return services(request.app).feed
-
-
-async def _candle_cache(request: Request) -> CandleCache:
-    return services(request.app).candle_cache
-
-
-async def _latest_candles(request: Request) -> LatestCandles:
-    return services(request.app).latest_candles
-
-
-App = Annotated[Services, Depends(_services)]
-AppSettings = Annotated[Settings, Depends(_settings)]
-Pool = Annotated[AsyncConnectionPool, Depends(_pool)]
-Inbox = Annotated[InboxWriter, Depends(_inbox)]
-Registry = Annotated[SymbolRegistry, Depends(_symbols)]
-Stream = Annotated[StreamHub, Depends(_stream)]
-Feed = Annotated[EventFeed, Depends(_feed)]
-Cache = Annotated[CandleCache, Depends(_candle_cache)]
-Latest = Annotated[LatestCandles, Depends(_latest_candles)]
-
+# The examples are a symbol registered by default (core.config.DEFAULT_SYMBOLS).
 PathSymbol = Annotated[str, Path(examples=["AAPL"])]
+QuerySymbol = Annotated[str, Query(examples=["AAPL"])]
+SYMBOL_READ = refusals(404, 422, 503)  # what a read about one symbol can refuse
 
 
 async def known_symbol(registry: SymbolRegistry, symbol: str) -> str:

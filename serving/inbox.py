@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from core.db import STREAM_CHANNEL
 from core.ticks import InboxRow
 
 # Serializes inbox writers across API processes, so that seq order is commit order.
@@ -20,7 +21,7 @@ INBOX_COLUMNS = (
     "symbol, ts, price, volume, source, event_id, conditions, updates_high_low,"
     " updates_open_close, updates_volume"
 )
-NOTIFY_STREAM = "NOTIFY mdp_stream"
+NOTIFY_STREAM = f"NOTIFY {STREAM_CHANNEL}"
 COPY_INBOX = f"COPY trade_inbox ({INBOX_COLUMNS}) FROM STDIN (FORMAT BINARY)"
 COPY_TYPES = [
     "text", "timestamptz", "float8", "float8", "text", "text", "int2[]", "bool", "bool", "bool"

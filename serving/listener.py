@@ -19,11 +19,10 @@ from typing import Any, NamedTuple
 
 import psycopg
 
-from core.db import libpq_url
+from core.db import STREAM_CHANNEL, libpq_url
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "mdp_stream"
 # How the listener shows in pg_stat_activity (followed by the process id): what to terminate, or
 # to tell apart from the pool's connections.
 APPLICATION_NAME = "mdp listener"
@@ -116,7 +115,7 @@ class StreamHub:
                 tcp_user_timeout=10_000,  # ms
             )
         async with conn:
-            await _answered(conn, f"LISTEN {CHANNEL}")
+            await _answered(conn, f"LISTEN {STREAM_CHANNEL}")
             self._listeners += 1
             self._listening = True
             self._notify()  # whatever committed while we were not listening

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from fastapi import Request, Response, status
 from fastapi.exceptions import RequestValidationError
@@ -19,23 +19,42 @@ from serving.deps import known_symbol
 from serving.errors import refusals
 from serving.symbols import SymbolRegistry
 
+Item = TypeVar("Item", bound=BaseModel)
+
 
 def request_id() -> str:
     return uuid.uuid4().hex
 
 
-class Bar(BaseModel):
-    """Prices are null when no trade of the bar may set them (sale conditions)."""
-
+# A bar's prices, volume and VWAP in Polygon's field names, as snapshots send a day (no docstring:
+# it would become the model's description in the OpenAPI document).
+class SnapshotBar(BaseModel):
     o: float | None
     h: float | None
     l: float | None  # noqa: E741 - Polygon's field name
     c: float | None
     v: float
     vw: float | None
+
+
+class Bar(SnapshotBar):
+    """Prices are null when no trade of the bar may set them (sale conditions)."""
+
     n: int
     t: int
     """Bar start, Unix milliseconds (UTC)."""
+
+
+class PolygonList(BaseModel, Generic[Item]):
+    """A page of a Polygon listing; a route's answer names it by subclassing it (no docstring of
+    its own: it would become the model's description in the OpenAPI document)."""
+
+    results: list[Item]
+    status: str
+    request_id: str
+    count: int
+    next_url: str | None = None
+    """Absent on the last page."""
 
 
 class PolygonError(BaseModel):

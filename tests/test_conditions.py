@@ -69,32 +69,38 @@ class Stored:
 Bar = tuple[float | None, float | None, float | None, float | None, float, float | None, int]
 
 
+def rule_bar(trades: list[tuple[float, float, tuple[bool, bool, bool]]]) -> Bar:
+    """The bar of these trades, in time order then acceptance, each (price, volume, what it may
+    update: high/low, open/close, volume): open/close from the first/last that may set them,
+    high/low over those that may, volume, VWAP and count over those that count in volume."""
+    ends = [price for price, _, (_, open_close, _) in trades if open_close]
+    prices = [price for price, _, (high_low, _, _) in trades if high_low]
+    counted = [(price, size) for price, size, (_, _, volume) in trades if volume]
+    volume = sum(size for _, size in counted)
+    return (
+        ends[0] if ends else None,
+        max(prices) if prices else None,
+        min(prices) if prices else None,
+        ends[-1] if ends else None,
+        volume,
+        sum(price * size for price, size in counted) / volume if counted else None,
+        len(counted),
+    )
+
+
 def expected(trades: list[Stored], interval: str) -> dict[tuple[str, datetime], Bar]:
-    """Candles by (symbol, bucket start): open/close from the first/last trade (by time, then
-    acceptance) that may set them, high/low over those that may, volume, VWAP and count over
-    those that count in volume; a bucket whose trades may update nothing has no candle."""
+    """Candles by (symbol, bucket start) under the rules (`rule_bar`); a bucket whose trades may
+    update nothing has no candle."""
     width = INTERVALS[interval]
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
     buckets: defaultdict[tuple[str, datetime], list[Stored]] = defaultdict(list)
     for t in sorted(trades, key=lambda t: (t.ts, t.seq)):
         if any(rules(t.conditions)) and t.cancelled_at is None:
             buckets[(t.symbol, epoch + (t.ts - epoch) // width * width)].append(t)
-    bars = {}
-    for key, members in buckets.items():
-        prices = [t.price for t in members if rules(t.conditions)[0]]
-        ends = [t.price for t in members if rules(t.conditions)[1]]
-        counted = [t for t in members if rules(t.conditions)[2]]
-        volume = sum(t.volume for t in counted)
-        bars[key] = (
-            ends[0] if ends else None,
-            max(prices) if prices else None,
-            min(prices) if prices else None,
-            ends[-1] if ends else None,
-            volume,
-            sum(t.price * t.volume for t in counted) / volume if counted else None,
-            len(counted),
-        )
-    return bars
+    return {
+        key: rule_bar([(t.price, t.volume, rules(t.conditions)) for t in members])
+        for key, members in buckets.items()
+    }
 
 
 def same(got: dict[tuple[str, datetime], Bar], want: dict[tuple[str, datetime], Bar]) -> bool:
@@ -161,19 +167,11 @@ def explained(client: httpx.Client, symbol: str, interval: str, start: datetime)
         assert t["counts_in"] == [
             f for f, on in zip(("open_close", "high_low", "volume"), _order(t), strict=True) if on
         ]
-    ends = [t["price"] for t in listed if "open_close" in t["counts_in"]]
-    prices = [t["price"] for t in listed if "high_low" in t["counts_in"]]
-    counted = [t for t in listed if "volume" in t["counts_in"]]
-    volume = sum(t["volume"] for t in counted)
-    return (
-        ends[0] if ends else None,
-        max(prices) if prices else None,
-        min(prices) if prices else None,
-        ends[-1] if ends else None,
-        volume,
-        sum(t["price"] * t["volume"] for t in counted) / volume if counted else None,
-        len(counted),
-    )
+    return rule_bar([(t["price"], t["volume"], _may_update(t["counts_in"])) for t in listed])
+
+
+def _may_update(counts_in: list[str]) -> tuple[bool, bool, bool]:
+    return "high_low" in counts_in, "open_close" in counts_in, "volume" in counts_in
 
 
 def _order(listed: dict[str, Any]) -> tuple[bool, bool, bool]:
@@ -201,14 +199,33 @@ trade_strategy = st.tuples(
 )
 
 
-@settings(
-    max_examples=30,
+# Examples on the real server and database: slow, and sharing the session's fixtures.
+ON_THE_DATABASE = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+CUTS = st.lists(st.booleans(), min_size=40, max_size=40)
+
+
+def send_in_random_batches(
+    client: httpx.Client, db: Connection, ticks: list[dict[str, Any]], cuts: list[bool]
+) -> None:
+    """POST `ticks` in batches that end where `cuts` says, with a micro-batch after those that
+    `cuts` read backwards says."""
+    batch: list[dict[str, Any]] = []
+    for n, one in enumerate(ticks):
+        batch.append(one)
+        if cuts[n] or n == len(ticks) - 1:
+            assert client.post("/ingest/ticks", json=batch).status_code == 202
+            batch = []
+            if cuts[-1 - n]:
+                promote_batch(db)
+
+
+@settings(ON_THE_DATABASE, max_examples=30)
 @given(
     trades=st.lists(trade_strategy, min_size=1, max_size=40),
-    cuts=st.lists(st.booleans(), min_size=40, max_size=40),
+    cuts=CUTS,
     cancels=st.lists(st.integers(0, 45), max_size=8),
 )
 def test_every_path_follows_the_rules(
@@ -224,18 +241,12 @@ def test_every_path_follows_the_rules(
     live reads (pending trades merged), then the micro-batch merge, then the day recomputation,
     each equal to the rules computed here, for every interval."""
     db.execute("TRUNCATE trade_inbox, trades, candles, ingest_batches")
-    batch: list[dict[str, Any]] = []
-    for n, (symbol, second, price, volume, conditions) in enumerate(trades):
-        at = START + timedelta(seconds=second)
-        batch.append(
-            tick(n, symbol=symbol, ts=at.isoformat(), price=price, volume=volume)
-            | ({"conditions": conditions} if conditions else {})
-        )
-        if cuts[n] or n == len(trades) - 1:
-            assert client.post("/ingest/ticks", json=batch).status_code == 202
-            batch = []
-            if cuts[-1 - n]:
-                promote_batch(db)
+    ticks = [
+        tick(n, symbol=symbol, ts=(START + timedelta(seconds=second)).isoformat(), price=price,
+             volume=volume) | ({"conditions": conditions} if conditions else {})
+        for n, (symbol, second, price, volume, conditions) in enumerate(trades)
+    ]  # fmt: skip
+    send_in_random_batches(client, db, ticks, cuts)
     if cancels:
         asked = [{"source": "XNAS", "event_id": f"e-{n}"} for n in cancels]
         answer = client.post("/ingest/cancels", json={"trades": asked})

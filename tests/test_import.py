@@ -13,12 +13,15 @@ import subprocess
 import sys
 import uuid
 import zipfile
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
 import polars as pl
+import pytest
 
 from core.db import Connection, connect, with_database
 from pipelines.candles import recompute_day
@@ -166,25 +169,30 @@ def test_files_of_every_format_import_exactly_and_twice_changes_nothing(
     assert client.get("/metrics").json()["counts"]["trades"] == before
 
 
-def test_a_bad_row_refuses_the_whole_file(
-    db: Connection, dagster_env: dict[str, str], tmp_path: Path
+@pytest.mark.parametrize(
+    ("file", "flags", "reason"),
+    [
+        (partial(polygon_file, bad_line=40), (), "line 40: price must be a finite number > 0"),
+        (
+            partial(binance_file, aggregated=False, micros=True),
+            ("--symbol", "DOGEUSDT"),
+            "unknown symbol(s) DOGEUSDT",
+        ),
+    ],
+    ids=["a bad row", "an unregistered symbol"],
+)
+def test_a_bad_row_or_an_unregistered_symbol_refuses_the_whole_file(
+    db: Connection,
+    dagster_env: dict[str, str],
+    tmp_path: Path,
+    file: Callable[[Path], Path],
+    flags: tuple[str, ...],
+    reason: str,
 ) -> None:
-    bad = polygon_file(tmp_path, bad_line=40)
     env = {**dagster_env, "MDP_DATA_DIR": str(tmp_path / "data")}
-    refused = mdp_import(env, bad, "--no-backfill")
+    refused = mdp_import(env, file(tmp_path), "--no-backfill", *flags)
     assert refused.returncode == 1
-    assert "line 40: price must be a finite number > 0" in refused.stderr
-    assert count(db) == 0
-
-
-def test_unknown_symbols_are_refused_unless_registered(
-    db: Connection, dagster_env: dict[str, str], tmp_path: Path
-) -> None:
-    env = {**dagster_env, "MDP_DATA_DIR": str(tmp_path / "data")}
-    path = binance_file(tmp_path, aggregated=False, micros=True)
-    refused = mdp_import(env, path, "--no-backfill", "--symbol", "DOGEUSDT")
-    assert refused.returncode == 1
-    assert "unknown symbol(s) DOGEUSDT" in refused.stderr
+    assert reason in refused.stderr
     assert count(db) == 0
 
 

@@ -239,6 +239,12 @@ def run_lake_job(instance: dg.DagsterInstance, tags: dict[str, str]) -> dg.Execu
     return result
 
 
+@pytest.fixture
+def exported(traded: None, lake: Path, instance: dg.DagsterInstance) -> None:
+    """The traded days in the lake, as `candles_lake_job` exports them."""
+    run_lake_job(instance, days_tags(*DAYS))
+
+
 def sensor_tick(
     instance: dg.DagsterInstance, database_url: str, gap_passed: bool = True
 ) -> list[dg.RunRequest]:
@@ -308,12 +314,11 @@ def lake_day_count(lake: Path, day: date) -> int:
     return int(n)
 
 
-@pytest.mark.usefixtures("traded")
+@pytest.mark.usefixtures("exported")
 def test_a_late_trade_for_an_exported_day_reaches_the_lake(
     client: httpx.Client, db: Connection, database_url: str, lake: Path,
     instance: dg.DagsterInstance,
 ) -> None:  # fmt: skip
-    run_lake_job(instance, days_tags(*DAYS))
     assert lake_equals_database(db, lake)
 
     # A new high for the first day, an hour after its last trade was exported.
@@ -334,12 +339,11 @@ def test_a_late_trade_for_an_exported_day_reaches_the_lake(
     assert sensor_tick(instance, database_url) == []  # nothing changed since
 
 
-@pytest.mark.usefixtures("traded")
+@pytest.mark.usefixtures("exported")
 def test_a_cancel_on_an_exported_day_reaches_the_lake(
     client: httpx.Client, db: Connection, database_url: str, lake: Path,
     instance: dg.DagsterInstance,
 ) -> None:  # fmt: skip
-    run_lake_job(instance, days_tags(*DAYS))
     [(day, volume)] = db.execute(
         "SELECT (ts AT TIME ZONE 'UTC')::date, volume FROM trades WHERE event_id = 'e-1'"
     ).fetchall()
@@ -386,14 +390,13 @@ def test_a_late_trade_that_changes_no_candle_reaches_the_lake(
     assert follow(instance, database_url, until=lambda: lake_equals_database(db, lake)) == 1
 
 
-@pytest.mark.usefixtures("traded")
+@pytest.mark.usefixtures("exported")
 def test_an_import_and_its_backfill_reach_the_lake(
     db: Connection, database_url: str, lake: Path, instance: dg.DagsterInstance,
     dagster_env: dict[str, str],
 ) -> None:  # fmt: skip
     from pipelines.defs.candles import candles
 
-    run_lake_job(instance, days_tags(*DAYS))
     history = lake / "history.ndjson"
     history.write_text("".join(
         json.dumps(tick(2000 + n, symbol="MSFT", ts=f"{DAYS[0]}T0{n}:15:00Z", price=300.0 + n))
@@ -447,7 +450,7 @@ def test_the_sensor_follows_backfills_leaves_today_to_its_schedule_and_asks_once
     assert sensor_tick(instance, database_url) == []
 
 
-@pytest.mark.usefixtures("traded")
+@pytest.mark.usefixtures("exported")
 def test_the_check_fails_when_the_lake_and_the_database_differ(
     client: httpx.Client, db: Connection, database_url: str, lake: Path,
     instance: dg.DagsterInstance,
@@ -459,7 +462,6 @@ def test_the_check_fails_when_the_lake_and_the_database_differ(
         [evaluation] = job.execute_in_process(instance=instance).get_asset_check_evaluations()
         return evaluation
 
-    run_lake_job(instance, days_tags(*DAYS))
     agreeing = check()
     assert agreeing.passed
     assert agreeing.metadata["days_checked"].value == 2

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import polars as pl
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from massive import RESTClient
 from massive.websocket.models import EquityAgg
@@ -34,7 +34,14 @@ from pipelines.ingestion import promote_batch
 from pipelines.lake import candle_file, export_day, trade_file
 from tests.conftest import PASSWORD, USER, api_env
 from tests.support import tick
-from tests.test_conditions import Bar, same
+from tests.test_conditions import (
+    CUTS,
+    ON_THE_DATABASE,
+    Bar,
+    rule_bar,
+    same,
+    send_in_random_batches,
+)
 from tests.test_conditions import stored_candles as stored
 from tests.test_websocket import connected, live, post, until
 
@@ -87,16 +94,9 @@ def expected(trades: list[tuple[str, datetime, float, float]], interval: str) ->
         else:
             start = epoch + (ts - epoch) // width * width
         buckets[(symbol, start)].append((price, volume))
+    every_field = (True, True, True)  # regular trades
     return {
-        key: (
-            members[0][0],
-            max(p for p, _ in members),
-            min(p for p, _ in members),
-            members[-1][0],
-            sum(v for _, v in members),
-            sum(p * v for p, v in members) / sum(v for _, v in members),
-            len(members),
-        )
+        key: rule_bar([(price, volume, every_field) for price, volume in members])
         for key, members in buckets.items()
     }
 
@@ -136,14 +136,10 @@ trade_strategy = st.tuples(
 )
 
 
-@settings(
-    max_examples=25,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@settings(ON_THE_DATABASE, max_examples=25)
 @given(
     picked=st.lists(trade_strategy, min_size=1, max_size=40),
-    cuts=st.lists(st.booleans(), min_size=40, max_size=40),
+    cuts=CUTS,
     cancels=st.sets(st.integers(0, 39), max_size=6),
 )
 def test_a_new_york_day_is_one_candle_on_every_path(
@@ -161,17 +157,15 @@ def test_a_new_york_day_is_one_candle_on_every_path(
     each equal to the trades grouped by New York date; the hours stay epoch-aligned; the SQL
     reference agrees."""
     db.execute("TRUNCATE trade_inbox, trades, candles, ingest_batches")
-    trades = []
-    batch: list[dict[str, Any]] = []
-    for n, (symbol, anchor, seconds, price, volume) in enumerate(picked):
-        ts = anchor + timedelta(seconds=seconds)
-        trades.append((symbol, ts, price, float(volume)))
-        batch.append(tick(n, symbol=symbol, ts=ts.isoformat(), price=price, volume=volume))
-        if cuts[n] or n == len(picked) - 1:
-            assert new_york.post("/ingest/ticks", json=batch).status_code == 202
-            batch = []
-            if cuts[-1 - n]:
-                promote_batch(db)
+    trades = [
+        (symbol, anchor + timedelta(seconds=seconds), price, float(volume))
+        for symbol, anchor, seconds, price, volume in picked
+    ]
+    ticks = [
+        tick(n, symbol=symbol, ts=ts.isoformat(), price=price, volume=volume)
+        for n, (symbol, ts, price, volume) in enumerate(trades)
+    ]
+    send_in_random_batches(new_york, db, ticks, cuts)
     for interval in ("1h", "1d"):
         assert same(served(new_york, interval), expected(trades, interval)), interval
 

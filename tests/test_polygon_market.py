@@ -25,7 +25,7 @@ from mdp.processes import api_server
 from pipelines.ingestion import drain_inbox
 from tests.conftest import SYMBOLS, api_env
 from tests.support import send, tick
-from tests.test_conditions import rules
+from tests.test_conditions import Bar, rule_bar, rules
 
 NEW_YORK = ZoneInfo("America/New_York")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -58,29 +58,13 @@ class Sent:
         return not self.cancelled and any(rules(self.conditions))
 
 
-Bar = tuple[float | None, float | None, float | None, float | None, float, float | None, int]
-
-
 def bar(trades: list[Sent]) -> Bar | None:
-    """The bar of these trades under the published rules: open/close from the first/last that may
-    set them (by time, then acceptance), high/low over those that may, volume, VWAP and count over
-    those that count in volume; none when no trade may update anything."""
+    """The bar of these trades under the published rules (`rule_bar`); none when no trade may
+    update anything."""
     members = sorted((t for t in trades if t.counts()), key=lambda t: (t.ts, t.seq))
     if not members:
         return None
-    ends = [t.price for t in members if rules(t.conditions)[1]]
-    prices = [t.price for t in members if rules(t.conditions)[0]]
-    counted = [t for t in members if rules(t.conditions)[2]]
-    volume = sum(t.volume for t in counted)
-    return (
-        ends[0] if ends else None,
-        max(prices) if prices else None,
-        min(prices) if prices else None,
-        ends[-1] if ends else None,
-        volume,
-        sum(t.price * t.volume for t in counted) / volume if counted else None,
-        len(counted),
-    )
+    return rule_bar([(t.price, t.volume, rules(t.conditions)) for t in members])
 
 
 def first_versions(sent: list[Sent]) -> list[Sent]:

@@ -1,7 +1,7 @@
 """Polygon/Massive's reference calls through the official `massive` client: the registered
 symbols as tickers (`list_tickers` paged through next_url, `get_ticker_details`), the market's
-session now from the configurable trading calendar (`get_market_status`), refusals in Polygon's
-error shape, and READ_API_KEYS on all of them."""
+session now from the configurable trading calendar (`get_market_status`), and refusals in
+Polygon's error shape (READ_API_KEYS on all of them: `tests/test_read_keys.py`)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,7 @@ from massive import RESTClient
 from massive.exceptions import BadResponse
 
 from core.db import Connection
-from mdp.processes import api_server
-from tests.conftest import SYMBOLS, api_env
+from tests.conftest import SYMBOLS
 
 EXTRA = ["A", "BRK.A", "BRK-B", "ZZ9", "BRKX"]
 FIRST, LAST = datetime(2026, 11, 2, 14, 30, tzinfo=UTC), datetime(2026, 11, 20, 20, 59, tzinfo=UTC)
@@ -199,31 +198,3 @@ def test_the_nyse_calendar_of_2026_and_2027_is_loaded(db: Connection) -> None:
         date(2026, 12, 24): (time(13), time(17)),
         date(2027, 11, 26): (time(13), time(17)),
     }
-
-
-READS = [
-    "/v3/trades/AAPL",
-    "/v3/reference/tickers",
-    "/v3/reference/tickers/AAPL",
-    "/v3/reference/conditions",
-    "/v1/marketstatus/now",
-]
-
-
-@pytest.fixture(scope="module")
-def keyed_url(database_url: str) -> Iterator[str]:
-    with api_server({**api_env(database_url), "READ_API_KEYS": "alpha, beta"}) as url:
-        yield url
-
-
-@pytest.mark.parametrize("path", READS)
-def test_read_keys_are_required_and_refusals_are_polygons(keyed_url: str, path: str) -> None:
-    refused = httpx.get(f"{keyed_url}{path}")
-    assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
-    assert refused.json()["status"] == "ERROR" and "read API key" in refused.json()["error"]
-    assert httpx.get(f"{keyed_url}{path}", headers={"Authorization": "Bearer gamma"}).is_error
-    assert httpx.get(f"{keyed_url}{path}", headers={"Authorization": "Bearer beta"}).is_success
-    assert httpx.get(f"{keyed_url}{path}?apiKey=alpha").is_success
-    with pytest.raises(BadResponse):
-        RESTClient(api_key="gamma", base=keyed_url, retries=0).get_market_status()
-    assert RESTClient(api_key="alpha", base=keyed_url, retries=0).get_market_status().market

@@ -1,6 +1,7 @@
 """READ_API_KEYS: unset, reads are public; set, every read (HTTP, /stream, /ws, /stocks) needs one
-of the keys, as a Bearer header (what Polygon clients send) or `?apiKey=`; health, metrics and
-the dashboard's page stay open, and ingest keeps its own credentials."""
+of the keys, as a Bearer header (what Polygon clients send) or `?apiKey=`, Polygon's routes
+refusing in Polygon's error body; health, metrics and the dashboard's page stay open, and ingest
+keeps its own credentials."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from massive import RESTClient
+from massive.exceptions import BadResponse
 from websockets.exceptions import ConnectionClosedError
 from websockets.sync.client import connect as ws_connect
 
@@ -24,6 +26,15 @@ READS = [
     "/candles?symbol=AAPL&interval=1m",
     "/v2/aggs/ticker/AAPL/range/1/minute/2026-11-20/2026-11-20",
     "/v2/last/trade/AAPL",
+]
+
+# Polygon's reference reads, refused in Polygon's error body (the official client raises on it).
+POLYGON_READS = [
+    "/v3/trades/AAPL",
+    "/v3/reference/tickers",
+    "/v3/reference/tickers/AAPL",
+    "/v3/reference/conditions",
+    "/v1/marketstatus/now",
 ]
 
 
@@ -45,6 +56,21 @@ def test_a_read_needs_one_of_the_keys(keyed_url: str, db: Connection, path: str)
         assert http.get(path, headers={"Authorization": "Bearer beta"}).status_code == 200
         joiner = "&" if "?" in path else "?"
         assert http.get(f"{path}{joiner}apiKey=alpha").status_code == 200
+
+
+@pytest.mark.parametrize("path", POLYGON_READS)
+def test_polygon_reads_need_a_key_and_are_refused_in_polygons_shape(
+    keyed_url: str, path: str
+) -> None:
+    refused = httpx.get(f"{keyed_url}{path}")
+    assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+    assert refused.json()["status"] == "ERROR" and "read API key" in refused.json()["error"]
+    assert httpx.get(f"{keyed_url}{path}", headers={"Authorization": "Bearer gamma"}).is_error
+    assert httpx.get(f"{keyed_url}{path}", headers={"Authorization": "Bearer beta"}).is_success
+    assert httpx.get(f"{keyed_url}{path}?apiKey=alpha").is_success
+    with pytest.raises(BadResponse):
+        RESTClient(api_key="gamma", base=keyed_url, retries=0).get_market_status()
+    assert RESTClient(api_key="alpha", base=keyed_url, retries=0).get_market_status().market
 
 
 def test_operations_stay_open_and_ingest_keeps_its_own_credentials(

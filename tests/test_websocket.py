@@ -13,7 +13,7 @@ import json
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -272,6 +272,28 @@ def test_second_bars_equal_the_trades_of_their_second(api_url: str, db: Connecti
         assert bar_values(bar) == values
 
 
+async def minute_bars_sent_twice(
+    api_url: str,
+    start: int,
+    ticks: list[dict[str, Any]],
+    change: Callable[[], Awaitable[None]],
+) -> list[EquityAgg]:
+    """The `AM` bars of AAPL's minute starting at `start` (epoch ms): sent once `ticks` are
+    posted, then again after `change`."""
+    bars: list[EquityAgg] = []
+    async with connected(api_url, "any key", "T.AAPL", "AM.AAPL", bars=bars) as (_, trades):
+        await live(api_url, trades)
+
+        def ours() -> list[EquityAgg]:
+            return [b for b in bars if b.start_timestamp == start]
+
+        await post(api_url, ticks)
+        await until("the minute's bar", lambda: len(ours()) == 1)
+        await change()
+        await until("the bar sent again", lambda: len(ours()) >= 2)
+        return ours()
+
+
 def test_a_late_trade_sends_the_minute_bar_again_with_its_new_values(
     api_url: str, db: Connection
 ) -> None:
@@ -286,22 +308,11 @@ def test_a_late_trade_sends_the_minute_bar_again_with_its_new_values(
     ]  # fmt: skip
     late = tick(99, ts=(minute + timedelta(seconds=59)).isoformat(), price=120.0, volume=1)
 
-    async def scenario() -> list[EquityAgg]:
-        bars: list[EquityAgg] = []
-        async with connected(api_url, "any key", "T.AAPL", "AM.AAPL", bars=bars) as (_, trades):
-            await live(api_url, trades)
+    async def resend_then_late() -> None:
+        await post(api_url, [ticks[1]])  # a resend: no new trade, no new bar
+        await post(api_url, [late])
 
-            def ours() -> list[EquityAgg]:
-                return [b for b in bars if b.start_timestamp == start]
-
-            await post(api_url, ticks)
-            await until("the minute's bar", lambda: len(ours()) == 1)
-            await post(api_url, [ticks[1]])  # a resend: no new trade, no new bar
-            await post(api_url, [late])
-            await until("the corrected bar", lambda: len(ours()) >= 2)
-            return ours()
-
-    bars = asyncio.run(scenario())
+    bars = asyncio.run(minute_bars_sent_twice(api_url, start, ticks, resend_then_late))
     assert [(b.event_type, b.symbol, b.end_timestamp) for b in bars] == [
         ("AM", "AAPL", start + 60_000)
     ] * 2
@@ -324,23 +335,12 @@ def test_a_cancel_sends_the_minute_bar_again_without_the_trade(
         for i in range(3)
     ]  # fmt: skip
 
-    async def scenario() -> list[EquityAgg]:
-        bars: list[EquityAgg] = []
-        async with connected(api_url, "any key", "T.AAPL", "AM.AAPL", bars=bars) as (_, trades):
-            await live(api_url, trades)
+    async def cancel_the_high() -> None:
+        async with httpx.AsyncClient(base_url=api_url, auth=(USER, PASSWORD)) as http:
+            body = {"trades": [{"source": "XNAS", "event_id": "e-1"}]}
+            assert (await http.post("/ingest/cancels", json=body)).status_code == 200
 
-            def ours() -> list[EquityAgg]:
-                return [b for b in bars if b.start_timestamp == start]
-
-            await post(api_url, ticks)
-            await until("the minute's bar", lambda: len(ours()) == 1)
-            async with httpx.AsyncClient(base_url=api_url, auth=(USER, PASSWORD)) as http:
-                body = {"trades": [{"source": "XNAS", "event_id": "e-1"}]}
-                assert (await http.post("/ingest/cancels", json=body)).status_code == 200
-            await until("the restated bar", lambda: len(ours()) >= 2)
-            return ours()
-
-    bars = asyncio.run(scenario())
+    bars = asyncio.run(minute_bars_sent_twice(api_url, start, ticks, cancel_the_high))
     assert [bar_values(b) for b in bars] == [
         expected_bars(ticks, 60_000)[start],
         expected_bars([ticks[0], ticks[2]], 60_000)[start],

@@ -27,17 +27,14 @@ import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 
 from core.config import Settings
-from core.db import connect as connect_database
+from core.db import seed_symbols
 from mdp.bench.capacity import Connections, open_loop
 from mdp.bench.load import allow_open_files, percentiles, request_bytes
-from mdp.bench.market import ZIPF, zipf_draws
+from mdp.bench.market import ZIPF, follow_sets, zipf_draws
+from mdp.bench.stream import BATCH, CONNECT_AT_ONCE, SETTLE_SECONDS, SYMBOLS
 from mdp.bench.up import RunningPlatform, api_process, cpu_seconds, running_platform
 
-SYMBOLS = 1000  # the market's registered symbols
 SYMBOLS_EACH = 2  # symbols each connection follows
-BATCH = 10  # ticks per POST: the ack of a small batch is what a live feed sees
-CONNECT_AT_ONCE = 50  # connections opening concurrently while the crowd gathers
-SETTLE_SECONDS = 30.0  # how long the last events may take to arrive after the load ends
 TARGETS = {"ack_p99_ms": 250, "ack_p99_vs_no_crowd": 1.5}
 
 _decode = msgspec.json.Decoder().decode
@@ -52,13 +49,8 @@ def bench_crowd(
     step_seconds: float = 120.0,
 ) -> dict[str, Any]:
     market = [f"SYM{i:04d}" for i in range(SYMBOLS)]
-    with connect_database(url) as conn:
-        conn.execute(
-            "INSERT INTO symbols (symbol) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING",
-            [market],
-        )
-        conn.commit()
-    follows = _symbol_sets(market, 2 * subscribers)
+    seed_symbols(url, market)
+    follows = follow_sets(market, 2 * subscribers, SYMBOLS_EACH, whole=True)
     with running_platform(url, feed=False) as platform:
         alone = _phase(platform, url, market, [], rate, step_seconds)
         crowd = _phase(platform, url, market, follows, rate, step_seconds)
@@ -79,17 +71,6 @@ def bench_crowd(
             "every_event_in_order": crowd["connections_wrong"] == 0,
         },
     }
-
-
-def _symbol_sets(market: list[str], count: int) -> list[frozenset[str]]:
-    """`count` distinct sets of SYMBOLS_EACH symbols, each symbol drawn by the Zipf law."""
-    draws = zipf_draws(market, seed=7)
-    sets: dict[frozenset[str], None] = {}
-    while len(sets) < count:
-        chosen = frozenset(itertools.islice(draws, SYMBOLS_EACH))
-        if len(chosen) == SYMBOLS_EACH:
-            sets[chosen] = None
-    return list(sets)
 
 
 def _phase(

@@ -84,6 +84,20 @@ def zipf_draws(symbols: list[str], seed: int) -> Iterator[str]:
         yield from rng.choices(symbols, cum_weights=weights, k=256)
 
 
+def follow_sets(
+    market: list[str], count: int, draws: int, *, whole: bool = False
+) -> list[frozenset[str]]:
+    """`count` distinct sets of symbols to follow, each of `draws` draws by the Zipf law (a crowd
+    watches what trades): fewer symbols when draws agree, unless `whole` leaves such sets out."""
+    drawn = zipf_draws(market, seed=7)
+    sets: dict[frozenset[str], None] = {}
+    while len(sets) < count:
+        chosen = frozenset(itertools.islice(drawn, draws))
+        if len(chosen) == draws or not whole:
+            sets[chosen] = None
+    return list(sets)
+
+
 def seed_history(url: str, symbols: list[str]) -> None:
     """Register `symbols` and give each the trades of HISTORY, with their candles recomputed
     day by day as the platform's backfill does; the tables vacuumed and analyzed."""

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import statistics
 import time
 from collections import Counter
@@ -35,15 +34,16 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from core.config import Settings
-from core.db import connect as connect_database
+from core.db import seed_symbols
 from mdp.bench.capacity import Connections, fresh_ticks, open_loop
 from mdp.bench.load import Deliveries, allow_open_files, percentiles, request_bytes
-from mdp.bench.market import ZIPF, market_symbols, zipf_draws
+from mdp.bench.market import ZIPF, follow_sets, market_symbols
 from mdp.bench.up import RunningPlatform, api_process, cpu_seconds, running_platform
 
+# The market and its load, the crowd benchmark's too.
 SYMBOLS = 1000  # the market's registered symbols
 BATCH = 10  # ticks per POST: the ack of a small batch is what a live feed sees
-CONNECT_AT_ONCE = 50  # subscribers connecting concurrently while the crowd gathers
+CONNECT_AT_ONCE = 50  # connections opening concurrently while the crowd gathers
 SETTLE_SECONDS = 30.0  # how long the last events may take to arrive after the load ends
 TARGETS = {"send_to_t_p95_ms": 50, "fanout_send_to_delivery_p99_ms": 250}
 
@@ -60,16 +60,11 @@ def bench_stream(
 ) -> dict[str, Any]:
     allow_open_files(4 * subscribers)
     market = market_symbols()[:SYMBOLS]
-    with connect_database(url) as conn:
-        conn.execute(
-            "INSERT INTO symbols (symbol) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING",
-            [market],
-        )
-        conn.commit()
+    seed_symbols(url, market)
     with running_platform(url, feed=False) as platform:
         one = asyncio.run(_phase(platform, url, market, [None], rate, step_seconds))
         crowd = asyncio.run(
-            _phase(platform, url, market, follow_sets(market, subscribers), rate, step_seconds)
+            _phase(platform, url, market, follow_sets(market, subscribers, 2), rate, step_seconds)
         )
     one_p95 = one["send_to_delivery_ms"].get("p95") or 1e9
     crowd_p99 = crowd["send_to_delivery_ms"].get("p99") or 1e9
@@ -88,16 +83,6 @@ def bench_stream(
             "every_event_in_order": one["subscribers_wrong"] + crowd["subscribers_wrong"] == 0,
         },
     }
-
-
-def follow_sets(market: list[str], count: int) -> list[frozenset[str]]:
-    """`count` distinct sets of one or two symbols: two draws by the Zipf law each (one symbol
-    when both draws agree)."""
-    draws = zipf_draws(market, seed=7)
-    sets: dict[frozenset[str], None] = {}
-    while len(sets) < count:
-        sets[frozenset(itertools.islice(draws, 2))] = None
-    return list(sets)
 
 
 @dataclass

@@ -15,7 +15,7 @@ from core.config import get_settings
 from core.db import query
 from core.intervals import INTERVALS, candle_asset, day_window, market_date
 from pipelines.candles import recompute_day
-from pipelines.defs.partitions import daily_partitions
+from pipelines.defs.partitions import daily_partitions, running_schedule
 from pipelines.defs.resources import MarketDatabase
 from pipelines.names import CANDLE_CHECKS_JOB, MINUTE_CANDLES, TRADES
 
@@ -143,11 +143,10 @@ candle_checks_job = dg.define_asset_job(
     description="The candle checks alone, over yesterday and today.",
 )
 
-candle_checks_schedule = dg.ScheduleDefinition(
-    name="candle_checks_schedule",
-    job=candle_checks_job,
-    cron_schedule="*/15 * * * *",
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Every 15 minutes: keep the check results of the filling day current.",
+candle_checks_schedule = running_schedule(
+    "candle_checks_schedule",
+    candle_checks_job,
+    "*/15 * * * *",
+    "Every 15 minutes: keep the check results of the filling day current.",
+    timezone="UTC",
 )

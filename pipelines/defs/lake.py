@@ -4,14 +4,13 @@ and any earlier day PostgreSQL changes after it was exported (late trades, cance
 backfills) again within the lake's freshness window (`candles_lake_sensor`). The check
 `matches_database` compares each exported day's counts and sums with PostgreSQL's."""
 
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
 from core.config import get_settings
-from core.intervals import CANDLE_ASSETS, market_date
-from pipelines.defs.partitions import daily_partitions
+from core.intervals import CANDLE_ASSETS, day_spans, market_date
+from pipelines.defs.partitions import daily_partitions, running_schedule
 from pipelines.defs.resources import MarketDatabase
 from pipelines.lake import (
     check_day,
@@ -66,31 +65,21 @@ candles_lake_job = dg.define_asset_job(
 )
 
 
-@dg.schedule(
-    job=candles_lake_job,
-    cron_schedule="*/5 * * * *",
-    execution_timezone=get_settings().market_timezone,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Every 5 minutes: export today so far, so analysts see the day while it trades "
-    "(micro-batches go on meanwhile: the export only reads).",
-)
-def lake_today_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    moment = context.scheduled_execution_time.astimezone(get_settings().market_zone)
+def _today_so_far(moment: datetime) -> dg.RunRequest:
     return dg.RunRequest(
         run_key=f"today-{moment:%Y%m%dT%H%M}", partition_key=moment.date().isoformat(),
         tags=LAKE_TODAY_TAG,
     )  # fmt: skip
 
 
-def _ranges(days: list[date]) -> Iterator[tuple[date, date]]:
-    """Contiguous runs of sorted days, as (first, last)."""
-    first = last = days[0]
-    for day in days[1:]:
-        if day != last + timedelta(days=1):
-            yield first, last
-            first = day
-        last = day
-    yield first, last
+lake_today_schedule = running_schedule(
+    "lake_today_schedule",
+    candles_lake_job,
+    "*/5 * * * *",
+    "Every 5 minutes: export today so far, so analysts see the day while it trades "
+    "(micro-batches go on meanwhile: the export only reads).",
+    request=_today_so_far,
+)
 
 
 IN_FLIGHT = [
@@ -153,7 +142,7 @@ def candles_lake_sensor(
                     RANGE_END: last.isoformat(),
                 },
             )
-            for first, last in _ranges(days)
+            for first, last in day_spans(days)
         ]
     )
 
@@ -201,12 +190,10 @@ candles_lake_check_job = dg.define_asset_job(
     description="The lake against the database, every day the lake holds.",
 )
 
-candles_lake_check_schedule = dg.ScheduleDefinition(
-    name="candles_lake_check_schedule",
-    job=candles_lake_check_job,
-    cron_schedule="40 0 * * *",
-    execution_timezone=get_settings().market_timezone,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Nightly, after the finalization: compare every day the lake holds with "
-    "PostgreSQL (a scan of every day's trades; the runs that export check their own days).",
+candles_lake_check_schedule = running_schedule(
+    "candles_lake_check_schedule",
+    candles_lake_check_job,
+    "40 0 * * *",
+    "Nightly, after the finalization: compare every day the lake holds with PostgreSQL (a scan "
+    "of every day's trades; the runs that export check their own days).",
 )

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from core.config import get_settings
+from pipelines.defs.partitions import running_schedule
 from pipelines.names import (
     CANDLE_CHECKS_JOB,
     FINALIZE_JOB,
@@ -33,18 +33,18 @@ finalize_candles_job = dg.define_asset_job(
 )
 
 
-@dg.schedule(
-    job=finalize_candles_job,
-    cron_schedule="10 0 * * *",
-    execution_timezone=get_settings().market_timezone,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Shortly after the market's midnight: recompute, check and export the market's "
-    "yesterday.",
-)
-def finalize_yesterday_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    moment = context.scheduled_execution_time.astimezone(get_settings().market_zone)
+def _yesterday(moment: datetime) -> dg.RunRequest:
     yesterday = moment.date() - timedelta(days=1)
     return dg.RunRequest(run_key=yesterday.isoformat(), partition_key=yesterday.isoformat())
+
+
+finalize_yesterday_schedule = running_schedule(
+    "finalize_yesterday_schedule",
+    finalize_candles_job,
+    "10 0 * * *",
+    "Shortly after the market's midnight: recompute, check and export the market's yesterday.",
+    request=_yesterday,
+)
 
 
 def prune_runs(instance: dg.DagsterInstance, now: datetime) -> int:
@@ -86,11 +86,10 @@ def prune_run_history_job() -> None:
     prune_run_history()
 
 
-prune_run_history_schedule = dg.ScheduleDefinition(
-    name="prune_run_history_schedule",
-    job=prune_run_history_job,
-    cron_schedule="17 * * * *",
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Hourly: keep Dagster's run and event history bounded.",
+prune_run_history_schedule = running_schedule(
+    "prune_run_history_schedule",
+    prune_run_history_job,
+    "17 * * * *",
+    "Hourly: keep Dagster's run and event history bounded.",
+    timezone="UTC",
 )

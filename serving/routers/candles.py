@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from psycopg import AsyncConnection
-from pydantic import BaseModel
+from pydantic import BaseModel, create_model
 
 from core.db import query
 from core.intervals import (
@@ -30,10 +30,12 @@ from serving.candle_cache import Candle as CacheCandle
 from serving.candle_cache import Page
 from serving.candle_fill import Fill, fill_gaps, label
 from serving.deps import (
+    SYMBOL_READ,
     AppSettings,
     Cache,
     Latest,
     Pool,
+    QuerySymbol,
     Registry,
     Stream,
     known_symbol,
@@ -45,10 +47,6 @@ from serving.errors import refusals
 from serving.symbols import SymbolRegistry
 
 router = APIRouter(tags=["market data"], dependencies=[ReadAuth], responses=refusals(401))
-
-# The example is a symbol registered by default (core.config.DEFAULT_SYMBOLS).
-QuerySymbol = Annotated[str, Query(examples=["AAPL"])]
-SYMBOL_READ = refusals(404, 422, 503)  # what a read about one symbol can refuse
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 MICROSECOND = timedelta(microseconds=1)
 FIRST_SEQ = -(2**63)
@@ -57,26 +55,28 @@ MAX_SYMBOLS = 100  # in one /candles request
 MAX_PAGE_CANDLES = 100_000  # limit times symbols: what one page may hold at most
 
 
-class Bar(BaseModel):
-    """A bucket's bar under the sale-condition rules: open and close, high and low are null when
-    none of its trades may set them, vwap when none counts in volume."""
-
-    bucket_start: datetime
-    open: float | None
-    high: float | None
-    low: float | None
-    close: float | None
-    volume: float
-    vwap: float | None
-    trade_count: int
-    revision: int
-    """How many times cancels restated this candle."""
-    is_final: bool
+def _documented(
+    struct: type[msgspec.Struct], name: str, without: tuple[str, ...] = (), **types: Any
+) -> Any:
+    """The pydantic model of `struct` for the OpenAPI document (responses are encoded from the
+    struct by msgspec): its fields in its order but those `without`, `types` replacing a field's
+    type or adding a field at the end."""
+    fields: dict[str, Any] = {
+        f.name: (types.pop(f.name, f.type), ... if f.required else f.default)
+        for f in msgspec.structs.fields(struct)
+        if f.name not in without
+    }
+    fields |= {field: (kind, ...) for field, kind in types.items()}
+    return create_model(name, **fields)
 
 
-class Candle(Bar):
-    filled: bool | None = None
-    """Sent only when `fill` is asked: true for an empty bucket the fill added (never stored)."""
+# The candles `/candles` and `/candles/latest` send, as the cache's msgspec struct encodes them;
+# the document shows `bucket_start` as the RFC 3339 time it is. Typed Any: mypy takes no class
+# made at run time for a type.
+Candle: Any = _documented(CacheCandle, "Candle", bucket_start=datetime)
+LatestCandle: Any = _documented(
+    CacheCandle, "LatestCandle", without=("filled",), bucket_start=datetime, symbol=str
+)
 
 
 class CandlesPage(BaseModel):
@@ -100,10 +100,6 @@ class SymbolsCandlesPage(BaseModel):
     interval: Interval
     results: list[SymbolCandles]
     next_page_token: str | None
-
-
-class LatestCandle(Bar):
-    symbol: str
 
 
 class LatestCandles(BaseModel):

@@ -4,10 +4,12 @@ accepted moments ago."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, tzinfo
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
+from fastapi.types import DecoratedCallable
 from pydantic import BaseModel
 
 from core.db import query
@@ -15,6 +17,7 @@ from core.intervals import day_window, market_date
 from serving.auth import ReadAuth
 from serving.deps import (
     LATEST,
+    SYMBOL_READ,
     AppSettings,
     PathSymbol,
     Pool,
@@ -25,10 +28,6 @@ from serving.deps import (
 from serving.errors import refusals
 
 router = APIRouter(tags=["market data"], dependencies=[ReadAuth], responses=refusals(401))
-
-# The example is a symbol registered by default (core.config.DEFAULT_SYMBOLS).
-QuerySymbol = Annotated[str, Query(examples=["AAPL"])]
-SYMBOL_READ = refusals(404, 422, 503)  # what a read about one symbol can refuse
 
 
 class Symbol(BaseModel):
@@ -96,7 +95,27 @@ async def symbols(pool: Pool) -> Symbols:
     )
 
 
-async def _ticker(registry: Registry, pool: Pool, symbol: str, zone: tzinfo) -> Ticker:
+def _older_spelling(
+    path: str, name: str, description: str
+) -> Callable[[DecoratedCallable], DecoratedCallable]:
+    """The handler again at `path`, the older spelling `/tickets/…` of `/tickers/…` kept for
+    existing clients: deprecated, under its own name and description in the OpenAPI document."""
+    return router.get(
+        path, name=name, description=description, responses=SYMBOL_READ, deprecated=True
+    )
+
+
+@_older_spelling(
+    "/tickets/{symbol}",
+    "ticket",
+    "The older spelling of `/tickers/{symbol}`, kept for existing clients.",
+)
+@router.get("/tickers/{symbol}", responses=SYMBOL_READ)
+async def ticker(
+    registry: Registry, pool: Pool, settings: AppSettings, symbol: PathSymbol
+) -> Ticker:
+    """The latest trade and today's (the market's day) open, high, low, last, volume and change."""
+    zone = settings.market_zone
     await known_symbol(registry, symbol)
     today = market_date(datetime.now(UTC), zone)
     start, end = day_window(today - timedelta(days=1), zone)[0], day_window(today, zone)[1]
@@ -134,22 +153,6 @@ async def _ticker(registry: Registry, pool: Pool, symbol: str, zone: tzinfo) -> 
     return Ticker(symbol=symbol, last_trade=last_trade, today=figures)
 
 
-@router.get("/tickers/{symbol}", responses=SYMBOL_READ)
-async def ticker(
-    registry: Registry, pool: Pool, settings: AppSettings, symbol: PathSymbol
-) -> Ticker:
-    """The latest trade and today's (the market's day) open, high, low, last, volume and change."""
-    return await _ticker(registry, pool, symbol, settings.market_zone)
-
-
-@router.get("/tickets/{symbol}", responses=SYMBOL_READ, deprecated=True)
-async def ticket(
-    registry: Registry, pool: Pool, settings: AppSettings, symbol: PathSymbol
-) -> Ticker:
-    """The older spelling of `/tickers/{symbol}`, kept for existing clients."""
-    return await _ticker(registry, pool, symbol, settings.market_zone)
-
-
 FIRST_SEQ = -(2**63)
 
 
@@ -167,9 +170,20 @@ def _cursor(before: str | None) -> tuple[datetime, int]:
         ) from exc
 
 
-async def _history(
-    registry: Registry, pool: Pool, symbol: str, limit: int, before: str | None
+@_older_spelling(
+    "/tickets/{symbol}/history",
+    "ticket_history",
+    "The older spelling of `/tickers/{symbol}/history`.",
+)
+@router.get("/tickers/{symbol}/history", responses=SYMBOL_READ)
+async def history(
+    registry: Registry,
+    pool: Pool,
+    symbol: PathSymbol,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before: str | None = None,
 ) -> TradeHistory:
+    """Canonical trades, newest first; page with `before` = the previous page's `next_before`."""
     await known_symbol(registry, symbol)
     ts, seq = _cursor(before)
     params = {"symbol": symbol, "ts": ts, "seq": seq, "limit": limit + 1}
@@ -180,30 +194,3 @@ async def _history(
     last = rows[limit - 1] if more else None
     next_before = f"{last[0].astimezone(UTC).isoformat()}~{last[5]}" if last else None
     return TradeHistory(symbol=symbol, trades=trades, next_before=next_before)
-
-
-Limit = Annotated[int, Query(ge=1, le=1000)]
-
-
-@router.get("/tickers/{symbol}/history", responses=SYMBOL_READ)
-async def history(
-    registry: Registry,
-    pool: Pool,
-    symbol: PathSymbol,
-    limit: Limit = 100,
-    before: str | None = None,
-) -> TradeHistory:
-    """Canonical trades, newest first; page with `before` = the previous page's `next_before`."""
-    return await _history(registry, pool, symbol, limit, before)
-
-
-@router.get("/tickets/{symbol}/history", responses=SYMBOL_READ, deprecated=True)
-async def ticket_history(
-    registry: Registry,
-    pool: Pool,
-    symbol: PathSymbol,
-    limit: Limit = 100,
-    before: str | None = None,
-) -> TradeHistory:
-    """The older spelling of `/tickers/{symbol}/history`."""
-    return await _history(registry, pool, symbol, limit, before)

@@ -16,7 +16,7 @@ from core.db import query
 from core.market_calendar import Session, SpecialDay, TradingHours, session_at
 from serving.auth import ReadAuth
 from serving.deps import AppSettings, PathSymbol, Pool, Registry, known_symbol
-from serving.polygon_compat import PolygonRoute, polygon_refusals, request_id
+from serving.polygon_compat import PolygonList, PolygonRoute, polygon_refusals, request_id
 
 router = APIRouter(
     tags=["polygon compatible"],
@@ -47,12 +47,8 @@ class Condition(BaseModel):
     """Left out for conditions that only flag a state: they restrict nothing."""
 
 
-class Conditions(BaseModel):
-    results: list[Condition]
-    status: str
-    request_id: str
-    count: int
-    next_url: str | None = None
+class Conditions(PolygonList[Condition]):
+    pass
 
 
 @router.get(
@@ -119,13 +115,8 @@ class Ticker(BaseModel):
     """The latest promoted trade's time (absent before the first)."""
 
 
-class Tickers(BaseModel):
-    results: list[Ticker]
-    status: str
-    request_id: str
-    count: int
-    next_url: str | None = None
-    """Absent on the last page."""
+class Tickers(PolygonList[Ticker]):
+    pass
 
 
 class TickerDetails(BaseModel):

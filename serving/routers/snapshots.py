@@ -18,7 +18,13 @@ from core.db import query
 from core.intervals import day_window, market_date
 from serving.auth import ReadAuth
 from serving.deps import AppSettings, PathSymbol, Pool
-from serving.polygon_compat import Bar, PolygonRoute, polygon_refusals, request_id
+from serving.polygon_compat import (
+    Bar,
+    PolygonRoute,
+    SnapshotBar,
+    polygon_refusals,
+    request_id,
+)
 
 router = APIRouter(
     tags=["polygon compatible"],
@@ -79,15 +85,6 @@ class DailyOpenClose(BaseModel):
     """The last trade before 09:30 New York time; only when MARKET_TIMEZONE is New York's."""
     afterHours: float | None = None
     """The last trade from 16:00 to 20:00 New York time; only when MARKET_TIMEZONE is New York's."""
-
-
-class SnapshotBar(BaseModel):
-    o: float | None
-    h: float | None
-    l: float | None  # noqa: E741 - Polygon's field name
-    c: float | None
-    v: float
-    vw: float | None
 
 
 class MinuteBar(SnapshotBar):

@@ -35,16 +35,7 @@ inserted AS (
 ),
 minutes AS (  -- each field over the trades its rules let update it (docs/design.md §5)
     SELECT symbol, date_bin('1 minute', ts, 'epoch') AS bucket_start,
-           (array_agg(price ORDER BY ts, seq) FILTER (WHERE updates_open_close))[1] AS open,
-           max(price) FILTER (WHERE updates_high_low) AS high,
-           min(price) FILTER (WHERE updates_high_low) AS low,
-           (array_agg(price ORDER BY ts DESC, seq DESC) FILTER (WHERE updates_open_close))[1]
-               AS close,
-           coalesce(sum(volume) FILTER (WHERE updates_volume), 0) AS volume,
-           coalesce(sum(price * volume) FILTER (WHERE updates_volume), 0) AS notional,
-           count(*) FILTER (WHERE updates_volume) AS trade_count,
-           min(ts) FILTER (WHERE updates_open_close) AS open_at,
-           max(ts) FILTER (WHERE updates_open_close) AS close_at
+           \ir parts/trade_bar.sql
     FROM inserted
     WHERE (updates_high_low OR updates_open_close OR updates_volume) AND cancelled_at IS NULL
     GROUP BY 1, 2

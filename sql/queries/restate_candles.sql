@@ -12,17 +12,7 @@ WITH touched AS (
 ),
 fresh AS (  -- the touched minutes from their trades
     SELECT t.symbol, date_bin('1 minute', t.ts, 'epoch') AS bucket_start,
-           (array_agg(t.price ORDER BY t.ts, t.seq) FILTER (WHERE t.updates_open_close))[1]
-               AS open,
-           max(t.price) FILTER (WHERE t.updates_high_low) AS high,
-           min(t.price) FILTER (WHERE t.updates_high_low) AS low,
-           (array_agg(t.price ORDER BY t.ts DESC, t.seq DESC)
-               FILTER (WHERE t.updates_open_close))[1] AS close,
-           coalesce(sum(t.volume) FILTER (WHERE t.updates_volume), 0) AS volume,
-           coalesce(sum(t.price * t.volume) FILTER (WHERE t.updates_volume), 0) AS notional,
-           count(*) FILTER (WHERE t.updates_volume) AS trade_count,
-           min(t.ts) FILTER (WHERE t.updates_open_close) AS open_at,
-           max(t.ts) FILTER (WHERE t.updates_open_close) AS close_at
+           \ir parts/trade_bar.sql
     FROM touched m
     JOIN trades t ON t.symbol = m.symbol AND t.ts >= m.minute AND t.ts < m.minute + interval '1 minute'
     WHERE t.cancelled_at IS NULL AND (t.updates_high_low OR t.updates_open_close OR t.updates_volume)

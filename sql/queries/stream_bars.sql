@@ -26,24 +26,16 @@ WITH accepted AS (
     WHERE cancelled_at IS NULL
 ),
 bars AS (
-    SELECT symbol,
-           date_bin(%(width)s, ts, 'epoch') AS bucket_start,
-           (array_agg(price ORDER BY ts, seq) FILTER (WHERE updates_open_close))[1] AS open,
-           max(price) FILTER (WHERE updates_high_low) AS high,
-           min(price) FILTER (WHERE updates_high_low) AS low,
-           (array_agg(price ORDER BY ts DESC, seq DESC) FILTER (WHERE updates_open_close))[1]
-               AS close,
-           coalesce(sum(volume) FILTER (WHERE updates_volume), 0) AS volume,
-           sum(price * volume) FILTER (WHERE updates_volume)
-               / sum(volume) FILTER (WHERE updates_volume) AS vwap,
-           count(*) FILTER (WHERE updates_volume) AS trade_count
+    SELECT symbol, date_bin(%(width)s, ts, 'epoch') AS bucket_start,
+           \ir parts/trade_bar.sql
     FROM accepted
     WHERE updates_high_low OR updates_open_close OR updates_volume
     GROUP BY 1, 2
 )
 SELECT b.symbol,
        (extract(epoch FROM b.bucket_start) * 1000)::int8 AS start_ms,
-       b.open, b.high, b.low, b.close, b.volume, b.vwap, b.trade_count,
+       b.open, b.high, b.low, b.close, b.volume, b.notional / nullif(b.volume, 0) AS vwap,
+       b.trade_count,
        d.volume AS day_volume, d.open AS day_open, d.vwap AS day_vwap
 FROM bars b
 CROSS JOIN (SELECT timezone AS zone FROM market_settings) z

@@ -104,17 +104,7 @@ wanted AS (
 ),
 pending_bars AS (
     SELECT w.symbol, w.part,
-           (array_agg(p.price ORDER BY p.ts, p.seq) FILTER (WHERE p.updates_open_close))[1]
-               AS open,
-           max(p.price) FILTER (WHERE p.updates_high_low) AS high,
-           min(p.price) FILTER (WHERE p.updates_high_low) AS low,
-           (array_agg(p.price ORDER BY p.ts DESC, p.seq DESC)
-               FILTER (WHERE p.updates_open_close))[1] AS close,
-           coalesce(sum(p.volume) FILTER (WHERE p.updates_volume), 0) AS volume,
-           coalesce(sum(p.price * p.volume) FILTER (WHERE p.updates_volume), 0) AS notional,
-           count(*) FILTER (WHERE p.updates_volume) AS trade_count,
-           min(p.ts) FILTER (WHERE p.updates_open_close) AS open_at,
-           max(p.ts) FILTER (WHERE p.updates_open_close) AS close_at
+           \ir parts/trade_bar.sql
     FROM wanted w
     JOIN pending p ON p.symbol = w.symbol AND p.ts >= w.bucket_start AND p.ts < w.bucket_end
     WHERE p.counts

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from core.config import Settings
 from mdp.processes import free_port
 from serving.app import MissingCredentials, create_app
+from serving.candle_cache import Candle
 from tests.support import tick
 
 AUTH = {"Authorization": "Basic " + base64.b64encode(b"feeder:s3cret").decode()}
@@ -63,3 +64,14 @@ def test_the_api_describes_itself(client: TestClient) -> None:
         "/candles",
         "/v2/aggs/ticker/{ticker}/range/{multiplier}/{timespan}/{from_}/{to}",
     } <= set(paths)
+
+
+def test_the_documented_candle_is_the_one_the_cache_encodes(client: TestClient) -> None:
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    sent = list(Candle.__struct_fields__)
+    assert list(schemas["Candle"]["properties"]) == sent
+    assert list(schemas["LatestCandle"]["properties"]) == [
+        *(name for name in sent if name != "filled"),
+        "symbol",
+    ]
+    assert schemas["Candle"]["properties"]["bucket_start"]["format"] == "date-time"

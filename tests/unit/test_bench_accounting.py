@@ -12,7 +12,8 @@ from prometheus_client import Counter as PrometheusCounter
 
 from mdp.bench.freshness import feeder_stats, ingest_statuses, refusals_verdict
 from mdp.bench.load import Deliveries
-from mdp.bench.stream import Follower, follow_sets, tally
+from mdp.bench.market import follow_sets
+from mdp.bench.stream import Follower, tally
 from mdp.feeder import FeedStats
 
 
@@ -62,9 +63,13 @@ def test_each_subscriber_is_held_to_every_acknowledged_trade_of_its_symbols_in_o
 
 def test_subscribers_follow_distinct_sets_of_one_or_two_market_symbols() -> None:
     market = [f"S{i}" for i in range(50)]
-    sets = follow_sets(market, 300)
+    sets = follow_sets(market, 300, 2)
     assert len(sets) == len(set(sets)) == 300
     assert all(1 <= len(s) <= 2 and s <= set(market) for s in sets)
+    assert any(len(s) == 1 for s in sets)  # the Zipf law draws the first symbols often
+    whole = follow_sets(market, 300, 2, whole=True)
+    assert len(whole) == len(set(whole)) == 300
+    assert all(len(s) == 2 and s <= set(market) for s in whole)
 
 
 def test_the_feeders_closing_line_gives_its_acked_retried_and_rejected_ticks() -> None:

@@ -7,7 +7,8 @@ from datetime import date, timedelta
 
 import pytest
 
-from mdp.imports import day_ranges, day_spans
+from core.intervals import day_spans
+from mdp.imports import day_ranges
 from serving.routers.polygon import BarShape, bar_shape
 
 

@@ -92,23 +92,9 @@ def test_an_empty_batch_and_the_wrong_shape_are_refused() -> None:
 
 def test_broken_json_is_malformed_not_invalid() -> None:
     with pytest.raises(MalformedBody, match="malformed JSON"):
-        parse_ticks(
-            b'[{"symbol": ',
-            batch=True,
-            ndjson=False,
-            symbols=SYMBOLS,
-            conditions=CONDITIONS,
-            now=NOW,
-        )
+        parse_ticks(b'[{"symbol": ', batch=True, ndjson=False, **CONTEXT)
     with pytest.raises(MalformedBody, match="line 2"):
-        parse_ticks(
-            b'{"a": 1}\n{oops\n',
-            batch=True,
-            ndjson=True,
-            symbols=SYMBOLS,
-            conditions=CONDITIONS,
-            now=NOW,
-        )
+        parse_ticks(b'{"a": 1}\n{oops\n', batch=True, ndjson=True, **CONTEXT)
 
 
 @pytest.mark.parametrize(
