@@ -83,7 +83,7 @@ async def known_symbol(registry: SymbolRegistry, symbol: str) -> str:
     """`symbol` when it is registered (asking the database once more if the cache does not know
     it: it may be new); a 404 otherwise."""
     if symbol not in registry.symbols:
-        await registry.refresh()
+        await registry.refresh([symbol])
         if symbol not in registry.symbols:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown symbol {symbol!r}")
     return symbol
@@ -93,7 +93,7 @@ async def known_symbols(registry: SymbolRegistry, names: list[str]) -> list[str]
     """`names` when every one is registered (asking the database once more if the cache does not
     know them all); a 404 naming the others otherwise."""
     if unknown := [name for name in names if name not in registry.symbols]:
-        await registry.refresh()
+        await registry.refresh(unknown)
         if unknown := [name for name in unknown if name not in registry.symbols]:
             listed = ", ".join(map(repr, unknown))
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown symbols {listed}")

@@ -35,6 +35,15 @@ def test_symbols_list_the_registered_symbols_with_their_trading_span(
     assert symbols["MSFT"]["first_trade_at"] is None
 
 
+def test_a_symbol_registered_a_moment_ago_is_known_at_once(
+    client: httpx.Client, db: Connection
+) -> None:
+    assert client.get("/tickers/NEWCO").status_code == 404  # the API has just looked
+    db.execute("INSERT INTO symbols (symbol) VALUES ('NEWCO')")
+    assert client.get("/tickers/NEWCO").status_code == 200
+    assert client.get("/candles", params={"symbol": "NEWCO", "interval": "1m"}).status_code == 200
+
+
 def test_a_ticker_shows_the_latest_trade_and_todays_figures_before_promotion(
     client: httpx.Client, db: Connection
 ) -> None:

@@ -49,9 +49,10 @@ async def _change(
     subscribing = action == "subscribe"
     if subscribing and len(channels) > limit:
         return _over_limit(limit)  # before any work per channel: it could be millions
-    if subscribing and any(c.partition(".")[2] not in registry.symbols for c in channels):
+    named = {c.partition(".")[2] for c in channels} - {"*", ""}
+    if subscribing and not named <= registry.symbols:
         with contextlib.suppress(*DATABASE_UNAVAILABLE):  # a symbol registered since we looked
-            await registry.refresh()
+            await registry.refresh(named)
     replies: list[dict[str, str]] = []
     changed: list[str] = []
     for channel in channels:
