@@ -18,6 +18,8 @@ import msgspec
 from core.conditions import REGULAR, ConditionRules, rules_of
 from core.intervals import EPOCH
 
+# What a symbol may look like (the `symbols` table checks the same): anything else is no symbol.
+SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9._-]{0,15}$")
 MAX_FUTURE = timedelta(minutes=5)
 # The earliest time Python can hold in UTC; an offset can put a year-1 time before it.
 EARLIEST = datetime.min.replace(tzinfo=UTC)

@@ -19,6 +19,7 @@ from typing import IO
 import polars as pl
 
 from core.conditions import REGULAR, ConditionRules, Rules, rules_of
+from core.ticks import SYMBOL
 
 CHUNK_BYTES = 16 * 2**20  # of decompressed text per chunk: memory stays bounded by it
 POLYGON_COLUMNS = (
@@ -29,7 +30,6 @@ BINANCE_TRADES = ("id", "price", "qty", "quoteQty", "time", "isBuyerMaker", "isB
 BINANCE_AGG_TRADES = (
     "agg_id", "price", "qty", "first_id", "last_id", "time", "isBuyerMaker", "isBestMatch",
 )  # fmt: skip
-SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9._-]{0,15}$")
 BINANCE_NAME = re.compile(r"^(?P<symbol>[A-Z0-9]+)-(?:trades|aggTrades)-")
 TRADES = pl.Schema(
     {

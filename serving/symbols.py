@@ -9,6 +9,7 @@ from collections.abc import Collection
 from psycopg_pool import AsyncConnectionPool
 
 from core.conditions import SELECT_RULES, ConditionRules, rules_table
+from core.ticks import SYMBOL
 
 REFRESH_AT_MOST_EVERY_SECONDS = 2.0
 SELECT_SOME = "SELECT symbol FROM symbols WHERE symbol = ANY(%s)"
@@ -36,7 +37,8 @@ class SymbolRegistry:
         when one is registered): a symbol registered a moment ago is known at once, and a flood
         of unknown names costs a primary-key probe each, never a re-read of the whole table."""
         if time.monotonic() - self._loaded_at < REFRESH_AT_MOST_EVERY_SECONDS:
-            unknown = [name for name in names if name not in self._symbols]
+            # Only names that could be symbols are looked up (not a NUL byte or a surrogate).
+            unknown = [n for n in names if n not in self._symbols and SYMBOL.fullmatch(n)]
             if not unknown:
                 return False
             async with self._pool.connection() as conn:

@@ -42,6 +42,8 @@ def test_a_symbol_registered_a_moment_ago_is_known_at_once(
     db.execute("INSERT INTO symbols (symbol) VALUES ('NEWCO')")
     assert client.get("/tickers/NEWCO").status_code == 200
     assert client.get("/candles", params={"symbol": "NEWCO", "interval": "1m"}).status_code == 200
+    for never_a_symbol in ("A%00B", "%ED%A0%80", "newco"):  # a NUL, a lone surrogate, lower case
+        assert client.get(f"/tickers/{never_a_symbol}").status_code == 404
 
 
 def test_a_ticker_shows_the_latest_trade_and_todays_figures_before_promotion(
