@@ -98,6 +98,8 @@ def test_ticker_details_tell_first_and_last_trade(
         ("/v3/reference/tickers", {"limit": 1001}),
         ("/v3/reference/tickers", {"sort": "name"}),
         ("/v3/reference/tickers", {"active": "maybe"}),
+        ("/v3/reference/tickers", {"ticker.gt": "\x00"}),
+        ("/v3/reference/tickers", {"search": "A\x00"}),
         ("/v3/reference/conditions", {"limit": 0}),
     ],
 )

@@ -174,6 +174,10 @@ async def list_tickers(
         )
         bounds = {"gte": ticker_gte, "gt": ticker_gt, "lte": ticker_lte, "lt": ticker_lt}
         params = {"after": cursor, "exact": ticker, **bounds, "search": search, "limit": limit + 1}
+        if any(isinstance(v, str) and "\x00" in v for v in params.values()):
+            raise HTTPException(
+                status.HTTP_400_BAD_REQUEST, "a ticker filter cannot hold a NUL character"
+            )
         async with pool.connection() as conn:
             rows = await (await conn.execute(statement, params)).fetchall()
     more, rows = len(rows) > limit, rows[:limit]
