@@ -341,8 +341,10 @@ class CandleCache:
             self._bytes -= evicted.size
 
     def _follow(self, log: _Log) -> None:
-        """Drop the blocks the change log says changed. Reads run concurrently, so a log may be
-        older than the last one followed: following it again drops nothing wrongly."""
+        """Drop the blocks the change log says changed, and remember the changes for the blocks
+        being read meanwhile. Reads run concurrently, so a log may be older than the last one
+        followed: its changes already followed are skipped (the remembered ones stay in id
+        order)."""
         if not log.complete:
             self._clear()
             self._seen = self._followed_since = log.newest
@@ -364,7 +366,8 @@ class CandleCache:
         """The cached blocks a change-log row covers: one bucket, a day of every symbol, or all."""
         _, symbol, interval, bucket, whole_day = change
         if interval != "*" and bucket is not None and not whole_day:
-            key = (symbol, interval, bucket // _span(interval) * _span(interval))
+            span = _span(interval)
+            key = (symbol, interval, bucket // span * span)
             block = self._blocks.get(key)
             if block is not None and _touches(change, key, block):
                 yield key
